@@ -1,0 +1,73 @@
+"""overnight: durable multi-agent orchestration. Workflows that survive kill -9."""
+
+from __future__ import annotations
+
+from ._engine.scope import StepInfo
+from ._engine.waits import ChildHandle
+from .context import Context
+from .engine import Engine, RunHandle
+from .errors import (
+    BudgetExceeded,
+    ChildFailed,
+    OvernightError,
+    RunCancelled,
+    RunCancelledError,
+    RunDeadError,
+    RunError,
+    RunFailedError,
+    RunNotFoundError,
+    RunParkedError,
+    RunTimeout,
+    SerializationError,
+    StaleLeaseError,
+    StepFailed,
+    StoreError,
+    StoreFormatError,
+    UserError,
+    WorkflowImportError,
+)
+from .step import Effect, Found, NotFound, RetryPolicy, Step, Unknown, current_step, step
+from .store import open_store
+from .store.base import RunRecord, RunStatus
+from .workflow import Workflow, workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BudgetExceeded",
+    "ChildFailed",
+    "ChildHandle",
+    "Context",
+    "Effect",
+    "Engine",
+    "Found",
+    "NotFound",
+    "OvernightError",
+    "RetryPolicy",
+    "RunCancelled",
+    "RunCancelledError",
+    "RunDeadError",
+    "RunError",
+    "RunFailedError",
+    "RunHandle",
+    "RunNotFoundError",
+    "RunParkedError",
+    "RunRecord",
+    "RunStatus",
+    "RunTimeout",
+    "SerializationError",
+    "StaleLeaseError",
+    "Step",
+    "StepFailed",
+    "StepInfo",
+    "StoreError",
+    "StoreFormatError",
+    "Unknown",
+    "UserError",
+    "Workflow",
+    "WorkflowImportError",
+    "current_step",
+    "open_store",
+    "step",
+    "workflow",
+]

@@ -1,0 +1,249 @@
+"""Executing a step call: replay from the journal, or run it under its effect class and retries.
+
+Journal shape of one step key (first entry carries `pos`, `fp` and `in`):
+- pure:      [failed{retry_at}]* done{out}
+- non-pure:  (intent{attempt} failed{retry_at})* intent{attempt} done{out}
+A final `failed{final: true}` ends a step that gave up. An `intent` with nothing after it is
+in doubt (the process died during the body); `control{action}` entries are a person's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..errors import SerializationError, StepFailed
+from . import codec
+from .crash import crash_point
+from .journal import Divergence, KeyState
+from .run import Park, RunState
+from .scope import CURRENT, Scope, StepInfo
+from .waits import wait_until
+
+if TYPE_CHECKING:
+    from ..step import Step
+
+
+def fingerprint(name: str, canonical_input: bytes) -> str:
+    """Versioned fingerprint of a call's meaning: its name and canonical input."""
+    h = hashlib.blake2b(canonical_input, digest_size=12, person=b"overnight-fp")
+    h.update(name.encode())
+    return f"{codec.CODEC_VERSION}:{h.hexdigest()}"
+
+
+def call_step(
+    spec: Step[Any, Any], scope: Scope, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Coroutine[Any, Any, Any]:
+    """Assign the call's key now (call order, not completion order) and return its coroutine."""
+    run = scope.run
+    key, pos = scope.assign(spec.name)
+    run.count_step()
+    try:
+        tree = codec.encode([list(args), kwargs], f"step {key!r} arguments")
+    except SerializationError as exc:
+        raise SerializationError(
+            f"{exc}. Pass a step only values the journal can hold; build clients and "
+            "connections inside the step"
+        ) from None
+    canonical_input = codec.canonical(tree)
+    fp = fingerprint(spec.name, canonical_input)
+    state = run.journal.visit(scope.prefix, pos, key) if run.journal else None
+    return _execute(run, spec, key, pos, canonical_input, fp, state, args, kwargs)
+
+
+@dataclass(slots=True)
+class _Replay:
+    """What the journal says about a step key."""
+
+    done: Any = None
+    has_done: bool = False
+    final: dict[str, Any] | None = None
+    invocations: int = 0
+    failures: int = 0
+    retry_at: float | None = None
+    in_doubt: bool = False
+
+
+def _read(state: KeyState) -> _Replay:
+    r = _Replay()
+    for kind, data in state.entries:
+        if kind == "done":
+            r.done, r.has_done = data["out"], True
+            return r
+        if kind == "intent":
+            r.invocations += 1
+            r.in_doubt = True
+        elif kind == "failed":
+            r.failures += 1
+            r.in_doubt = False
+            if data.get("final"):
+                r.final = data
+                return r
+            r.retry_at = data.get("retry_at")
+        elif kind == "control":
+            if data["action"] == "resolve":
+                r.done, r.has_done = data["out"], True
+                return r
+            r.in_doubt = False  # "retry": a person said it did not take effect
+    return r
+
+
+def _check_input(state: KeyState, key: str, fp: str, canonical_input: bytes) -> None:
+    recorded = state.entries[0][1]
+    if not state.strict or recorded.get("fp", fp) == fp:
+        return
+    before = recorded.get("in")
+    before_text = (
+        "a large value"
+        if isinstance(before, dict) and "$blob" in before
+        else (orjson.dumps(before).decode())
+    )
+    raise Divergence(
+        f"step {key!r} is called with a different input than recorded: "
+        f"recorded {_clip(before_text)}, now {_clip(canonical_input.decode())}"
+    )
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+async def _execute(
+    run: RunState,
+    spec: Step[Any, Any],
+    key: str,
+    pos: int,
+    canonical_input: bytes,
+    fp: str,
+    state: KeyState | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    run.check_stop()
+    replay = _Replay()
+    if state is not None:
+        _check_input(state, key, fp, canonical_input)
+        replay = _read(state)
+        if replay.has_done:
+            return await run.value(replay.done)
+        if replay.final is not None:
+            err = replay.final["error"]
+            raise StepFailed(key, err["type"], err["message"], replay.failures)
+        if replay.in_doubt:
+            found = await _resolve_in_doubt(run, spec, key, replay, args, kwargs)
+            if found is not None:
+                return found[0]
+
+    first = state is None
+    header = {"pos": pos, "fp": fp, "in": run.value_field(canonical_input)} if first else {}
+    failures = replay.failures
+    invocations = replay.invocations
+    retry_at = replay.retry_at
+    pure = spec.effect == "pure"
+    idempotency_key = f"{run.run_id}/{key}"
+    while True:
+        if retry_at is not None:
+            await wait_until(run, retry_at)
+            retry_at = None
+        run.check_stop()
+        invocations += 1
+        info = StepInfo(run.run_id, key, invocations, idempotency_key)
+        if not pure:
+            run.write(key, "intent", {**header, "attempt": invocations, "ref": spec.ref})
+            header = {}
+            await run.commit()  # barrier: the intent is durable before the effect starts
+            crash_point("after_intent")
+        token = CURRENT.set(info)
+        try:
+            if spec.timeout is None:
+                result = await spec.fn(*args, **kwargs)
+            else:
+                async with asyncio.timeout(spec.timeout):
+                    result = await spec.fn(*args, **kwargs)
+        except Exception as exc:
+            failures += 1
+            error = {"type": type(exc).__name__, "message": str(exc)}
+            delay = spec.retry.next_delay(failures, exc)
+            if delay is None:
+                run.write(
+                    key, "failed", {**header, "attempt": failures, "error": error, "final": True}
+                )
+                raise StepFailed(key, error["type"], error["message"], failures) from exc
+            retry_at = time.time() + delay
+            run.write(
+                key, "failed", {**header, "attempt": failures, "error": error, "retry_at": retry_at}
+            )
+            header = {}
+            await run.commit()  # a crash during the backoff resumes the backoff
+            continue
+        finally:
+            CURRENT.reset(token)
+        if not pure:
+            crash_point("after_effect")
+        try:
+            raw = codec.dumps(result)
+        except SerializationError as exc:
+            error = {
+                "type": "SerializationError",
+                "message": f"step {key!r} returned a value the journal cannot hold: {exc}",
+            }
+            run.write(
+                key, "failed", {**header, "attempt": failures + 1, "error": error, "final": True}
+            )
+            raise StepFailed(key, error["type"], error["message"], failures + 1) from exc
+        run.write(key, "done", {**header, "out": run.value_field(raw)})
+        crash_point("after_step_return")
+        if run.strict:
+            await run.commit()
+        return result
+
+
+async def _resolve_in_doubt(
+    run: RunState,
+    spec: Step[Any, Any],
+    key: str,
+    replay: _Replay,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[Any] | None:
+    """A previous process died inside this step's body. Decide by effect class.
+
+    Returns `(result,)` when the lookup found the effect; None to run the step again.
+    """
+    if spec.effect in ("pure", "keyed"):
+        return None
+    idempotency_key = f"{run.run_id}/{key}"
+    resolve_hint = (
+        f"Check whether it took effect, then call resolve_step({run.run_id!r}, {key!r}, "
+        "result=...) if it did, or resolve_step(..., retry=True) if it did not"
+    )
+    if spec.effect == "reconcilable" and spec.lookup_fn is not None:
+        from ..step import Found, NotFound, Unknown
+
+        info = StepInfo(run.run_id, key, replay.invocations, idempotency_key)
+        token = CURRENT.set(info)
+        try:
+            answer = await spec.lookup_fn(idempotency_key, *args, **kwargs)
+        finally:
+            CURRENT.reset(token)
+        if isinstance(answer, Found):
+            raw = codec.dumps(answer.result)
+            run.write(key, "done", {"out": run.value_field(raw), "reconciled": True})
+            return (answer.result,)
+        if isinstance(answer, NotFound):
+            return None
+        reason = answer.reason if isinstance(answer, Unknown) else f"lookup returned {answer!r}"
+        raise Park(
+            f"step {key!r} (reconcilable) was interrupted and its lookup cannot tell whether it "
+            f"took effect{': ' + reason if reason else ''}. {resolve_hint}"
+        )
+    raise Park(
+        f"step {key!r} ({spec.effect}) was interrupted after its intent was journaled: it may "
+        f"or may not have taken effect, so it is not run again blindly. {resolve_hint}"
+    )

@@ -1,0 +1,53 @@
+"""Encodings shared by the store implementations (so every backend writes the same bytes)."""
+
+from __future__ import annotations
+
+import orjson
+
+from .base import Wait
+
+
+def error_json(error_type: str, message: str) -> bytes:
+    """The `error` column of a run: `{"type": ..., "message": ...}`."""
+    return orjson.dumps({"type": error_type, "message": message})
+
+
+CANCELLED_ERROR = error_json("RunCancelled", "the run was cancelled")
+
+
+def dead_error(recoveries: int) -> bytes:
+    """The `error` of a run moved to `dead` after its workers kept dying."""
+    return error_json(
+        "RunDead",
+        f"the run's worker died {recoveries - 1} times while running it; it was moved aside so "
+        "it cannot take more workers down. Inspect it, then resume it by hand.",
+    )
+
+
+def cancelled_output() -> bytes:
+    """Data of the `output` entry written when a run no worker holds is cancelled."""
+    return orjson.dumps({"status": "cancelled", "error": orjson.loads(CANCELLED_ERROR)})
+
+
+def encode_wait(wait: Wait | None) -> bytes | None:
+    """The `waiting` column: what a waiting run waits for."""
+    if wait is None:
+        return None
+    return orjson.dumps(
+        {
+            "timer": wait.timer,
+            "signals": list(wait.signals),
+            "signal_cursor": wait.signal_cursor,
+            "children": list(wait.children),
+        }
+    )
+
+
+def wait_signals(waiting: bytes | None) -> list[str]:
+    """Signal names a waiting run waits for."""
+    return [] if waiting is None else list(orjson.loads(waiting)["signals"])
+
+
+def wait_children(waiting: bytes | None) -> list[str]:
+    """Child run ids a waiting run waits for."""
+    return [] if waiting is None else list(orjson.loads(waiting)["children"])

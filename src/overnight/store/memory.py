@@ -1,0 +1,321 @@
+"""In-process store: for tests, demos and runs that need no durability.
+
+It behaves like the durable stores: it keeps only serialised bytes and frozen records, hands out
+copies, fences stale leases and schedules by `due_at`, so code that works here works on SQLite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from ..errors import RunNotFoundError, StaleLeaseError, StoreError, UserError
+from .base import (
+    TERMINAL,
+    Entry,
+    EntryKind,
+    Lease,
+    NewRun,
+    Renewal,
+    RunRecord,
+    RunStatus,
+    Signal,
+    Wait,
+)
+from .common import (
+    CANCELLED_ERROR,
+    cancelled_output,
+    dead_error,
+    encode_wait,
+    wait_children,
+    wait_signals,
+)
+
+
+class MemoryStore:
+    """A Store that lives in this process's memory."""
+
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self._runs: dict[str, RunRecord] = {}
+        self._journals: dict[str, list[Entry]] = {}
+        self._signals: dict[str, list[Signal]] = {}
+        self._signal_ids: set[tuple[str, str]] = set()
+        self._blobs: dict[str, bytes] = {}
+        self._due: list[tuple[float, int, str]] = []
+        self._tiebreak = itertools.count()
+        self._signal_seq = itertools.count(1)
+        self.wakeups: list[Callable[[], None]] = []
+        """Called when a run becomes due now, so an in-process worker need not poll."""
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _set_due(self, run: RunRecord, due_at: float | None, now: float | None = None) -> None:
+        run.due_at = due_at
+        if due_at is not None:
+            heapq.heappush(self._due, (due_at, next(self._tiebreak), run.id))
+            if now is not None and due_at <= now:
+                for wake in self.wakeups:
+                    wake()
+
+    def _held(self, lease: Lease) -> RunRecord:
+        run = self._runs.get(lease.run_id)
+        if run is None or run.epoch != lease.epoch or run.status != "running":
+            raise StaleLeaseError(lease.run_id, lease.epoch)
+        return run
+
+    def _get(self, run_id: str) -> RunRecord:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    # -- control plane ----------------------------------------------------------------------
+
+    async def create_run(self, new: NewRun, *, now: float) -> tuple[RunRecord, bool]:
+        existing = self._runs.get(new.id)
+        if existing is not None:
+            return dataclasses.replace(existing), False
+        run = RunRecord(
+            id=new.id,
+            workflow=new.workflow,
+            version=new.version,
+            input=new.input,
+            status="queued",
+            created_at=now,
+            updated_at=now,
+            options=new.options,
+            parent_id=new.parent_id,
+        )
+        self._runs[run.id] = run
+        self._journals[run.id] = []
+        self._set_due(run, now, now)
+        return dataclasses.replace(run), True
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        run = self._runs.get(run_id)
+        return None if run is None else dataclasses.replace(run)
+
+    async def list_runs(
+        self,
+        *,
+        statuses: Sequence[RunStatus] | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        runs = [
+            r
+            for r in self._runs.values()
+            if (statuses is None or r.status in statuses)
+            and (parent_id is None or r.parent_id == parent_id)
+        ]
+        runs.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return [dataclasses.replace(r) for r in runs[:limit]]
+
+    async def count_runs(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for run in self._runs.values():
+            counts[run.status] = counts.get(run.status, 0) + 1
+        return counts
+
+    async def send_signal(
+        self, run_id: str, name: str, payload: bytes, signal_id: str, *, now: float
+    ) -> Signal | None:
+        run = self._get(run_id)
+        if (run_id, signal_id) in self._signal_ids:
+            return None
+        signal = Signal(next(self._signal_seq), run_id, name, signal_id, payload, now)
+        self._signal_ids.add((run_id, signal_id))
+        self._signals.setdefault(run_id, []).append(signal)
+        if run.status == "waiting" and name in wait_signals(run.waiting):
+            self._set_due(run, now, now)
+        return signal
+
+    async def request_cancel(self, run_id: str, *, now: float) -> RunRecord:
+        run = self._get(run_id)
+        if run.status in TERMINAL:
+            return dataclasses.replace(run)
+        if run.status == "running" and run.due_at is not None and run.due_at > now:
+            run.cancel_requested = True
+        else:
+            journal = self._journals[run_id]
+            journal.append(Entry(len(journal), "", "output", cancelled_output()))
+            run.status = "cancelled"
+            run.error = CANCELLED_ERROR
+            run.epoch += 1
+            run.owner = None
+            self._set_due(run, None)
+            self._wake_parent(run, now)
+        run.updated_at = now
+        return dataclasses.replace(run)
+
+    async def control(
+        self, run_id: str, entries: Sequence[tuple[str, EntryKind, bytes]], *, now: float
+    ) -> RunRecord:
+        run = self._get(run_id)
+        if run.status in TERMINAL:
+            raise UserError(f"run {run_id!r} already ended ({run.status}); nothing to resume")
+        if run.status == "running" and run.due_at is not None and run.due_at > now:
+            raise UserError(
+                f"run {run_id!r} is being worked on by {run.owner!r}; wait until it parks "
+                "or waits, or cancel it"
+            )
+        journal = self._journals[run_id]
+        for key, kind, data in entries:
+            journal.append(Entry(len(journal), key, kind, data))
+        run.status = "queued"
+        run.epoch += 1
+        run.owner = None
+        run.note = None
+        run.updated_at = now
+        self._set_due(run, now, now)
+        return dataclasses.replace(run)
+
+    # -- worker plane -----------------------------------------------------------------------
+
+    async def claim(
+        self, owner: str, *, now: float, limit: int, lease_seconds: float, max_recoveries: int
+    ) -> list[RunRecord]:
+        claimed: list[RunRecord] = []
+        while self._due and len(claimed) < limit and self._due[0][0] <= now:
+            due_at, _, run_id = heapq.heappop(self._due)
+            run = self._runs[run_id]
+            if run.due_at != due_at:
+                continue  # superseded by a later transition
+            if run.status == "running":
+                run.recoveries += 1
+                if run.recoveries > max_recoveries:
+                    run.status = "dead"
+                    run.owner = None
+                    run.epoch += 1
+                    run.error = dead_error(run.recoveries)
+                    run.updated_at = now
+                    self._set_due(run, None)
+                    self._wake_parent(run, now)
+                    continue
+            run.status = "running"
+            run.owner = owner
+            run.epoch += 1
+            run.attempts += 1
+            run.updated_at = now
+            self._set_due(run, now + lease_seconds)
+            claimed.append(dataclasses.replace(run))
+        return claimed
+
+    async def renew(self, leases: Sequence[Lease], *, now: float, lease_seconds: float) -> Renewal:
+        renewal = Renewal()
+        for lease in leases:
+            run = self._runs.get(lease.run_id)
+            if run is None or run.epoch != lease.epoch or run.status != "running":
+                renewal.lost.add(lease.run_id)
+                continue
+            self._set_due(run, now + lease_seconds)
+            if run.cancel_requested:
+                renewal.cancel.add(lease.run_id)
+        return renewal
+
+    def append(self, lease: Lease, entries: Sequence[Entry], blobs: dict[str, bytes]) -> None:
+        self._held(lease)
+        journal = self._journals[lease.run_id]
+        for entry in entries:
+            if entry.seq != len(journal):
+                raise StoreError(
+                    f"run {lease.run_id!r}: journal entry seq {entry.seq} does not follow "
+                    f"{len(journal) - 1}; two writers?"
+                )
+            journal.append(entry)
+        if blobs:
+            self._blobs.update(blobs)
+
+    async def commit(self, lease: Lease) -> None:
+        self._held(lease)
+
+    async def finish(
+        self,
+        lease: Lease,
+        *,
+        status: Literal["completed", "failed", "cancelled"],
+        result: bytes | None,
+        error: bytes | None,
+        now: float,
+        continue_as: NewRun | None = None,
+    ) -> None:
+        run = self._held(lease)
+        run.status = status
+        run.result = result
+        run.error = error
+        run.owner = None
+        run.cancel_requested = False
+        run.updated_at = now
+        self._set_due(run, None)
+        if continue_as is not None:
+            run.continued_to = continue_as.id
+            await self.create_run(continue_as, now=now)
+        self._wake_parent(run, now)
+
+    async def suspend(
+        self,
+        lease: Lease,
+        *,
+        status: Literal["waiting", "parked", "queued"],
+        wait: Wait | None,
+        note: str | None,
+        now: float,
+    ) -> None:
+        run = self._held(lease)
+        run.status = status
+        run.owner = None
+        run.note = note
+        run.updated_at = now
+        run.waiting = encode_wait(wait) if status == "waiting" else None
+        due: float | None
+        if status == "queued":
+            due = wait.timer if wait is not None and wait.timer is not None else now
+        elif status == "parked" or wait is None:
+            due = None
+        elif self._wait_satisfied(run.id, wait):
+            due = now
+        else:
+            due = wait.timer
+        self._set_due(run, due, now)
+
+    def _wait_satisfied(self, run_id: str, wait: Wait) -> bool:
+        for signal in self._signals.get(run_id, ()):
+            if signal.seq > wait.signal_cursor and signal.name in wait.signals:
+                return True
+        return any(
+            child in self._runs and self._runs[child].status in TERMINAL for child in wait.children
+        )
+
+    def _wake_parent(self, run: RunRecord, now: float) -> None:
+        parent = self._runs.get(run.parent_id) if run.parent_id else None
+        if (
+            parent is not None
+            and parent.status == "waiting"
+            and run.id in wait_children(parent.waiting)
+        ):
+            self._set_due(parent, now, now)
+
+    async def read_journal(
+        self, run_id: str, *, after_seq: int = -1, limit: int = 1000
+    ) -> list[Entry]:
+        journal = self._journals.get(run_id, [])
+        return journal[after_seq + 1 : after_seq + 1 + limit]
+
+    async def get_blob(self, digest: str) -> bytes:
+        try:
+            return self._blobs[digest]
+        except KeyError:
+            raise StoreError(f"blob {digest} is missing from the store") from None
+
+    async def signals(self, run_id: str, name: str, *, after_seq: int = 0) -> list[Signal]:
+        return [s for s in self._signals.get(run_id, ()) if s.name == name and s.seq > after_seq]

@@ -1,0 +1,596 @@
+"""SQLite store: one file, WAL, `synchronous=FULL` by default, one writer with group commit.
+
+Every write (journal entries, run transitions, starts, signals, claims, renewals) is queued and
+written by one committer on the event loop: all writes queued since the last commit go into one
+transaction, so many concurrent runs share each fsync. Each write is validated against the run's
+current epoch inside that transaction; writes from a stale owner are dropped and the owner is told.
+Reads go straight to the database and see committed data.
+
+Several processes may share the file (a worker, plus a CLI that signals or cancels): SQLite's
+write lock serialises their transactions, and `BEGIN IMMEDIATE` takes it before reading the state
+a write depends on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from .._engine.crash import crash_point
+from ..errors import RunNotFoundError, StaleLeaseError, StoreError, UserError
+from .base import (
+    TERMINAL,
+    Entry,
+    EntryKind,
+    Lease,
+    NewRun,
+    Renewal,
+    RunRecord,
+    Signal,
+    Wait,
+)
+from .common import (
+    CANCELLED_ERROR,
+    cancelled_output,
+    dead_error,
+    encode_wait,
+    wait_children,
+    wait_signals,
+)
+from .sqlite_schema import check_file, migrate
+
+RUN_COLUMNS = (
+    "id, workflow, version, input, status, created_at, updated_at, options, parent_id, due_at, "
+    "owner, epoch, attempts, recoveries, waiting, cancel_requested, result, error, note, "
+    "continued_to"
+)
+_TERMINAL_SQL = "('completed','failed','cancelled','dead')"
+
+
+class _Tx:
+    """What an op sees: the connection inside the batch transaction, and a wake-up flag."""
+
+    __slots__ = ("conn", "woke")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.woke = False
+        """Set by an op that made a run due now: in-process workers are woken after commit."""
+
+
+Op = Callable[[_Tx], Any]
+
+
+def _record(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        id=row[0],
+        workflow=row[1],
+        version=row[2],
+        input=row[3],
+        status=row[4],
+        created_at=row[5],
+        updated_at=row[6],
+        options=row[7],
+        parent_id=row[8],
+        due_at=row[9],
+        owner=row[10],
+        epoch=row[11],
+        attempts=row[12],
+        recoveries=row[13],
+        waiting=row[14],
+        cancel_requested=bool(row[15]),
+        result=row[16],
+        error=row[17],
+        note=row[18],
+        continued_to=row[19],
+    )
+
+
+class _Batch:
+    """Writes queued for the next transaction."""
+
+    __slots__ = ("blobs", "done", "entries", "ops")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.entries: list[tuple[Lease, Sequence[Entry]]] = []
+        self.blobs: dict[str, bytes] = {}
+        self.ops: list[tuple[Lease | None, Op, asyncio.Future[Any]]] = []
+        self.done: asyncio.Future[None] = loop.create_future()
+
+
+class SqliteStore:
+    """A Store in one SQLite file (see the module docstring)."""
+
+    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+        path, _, query = path.partition("?")
+        for item in filter(None, query.split("&")):
+            name, _, value = item.partition("=")
+            if name != "synchronous":
+                raise UserError(f"unknown SQLite store option {name!r}; known: synchronous")
+            synchronous = value
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+            raise UserError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, not {synchronous!r}")
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.synchronous = synchronous.upper()
+        self.commits = 0
+        """Transactions committed by this process (group commit makes it far below writes)."""
+        self.wakeups: list[Callable[[], None]] = []
+        self._conn: sqlite3.Connection | None = None
+        self._batch: _Batch | None = None
+        self._stale: set[tuple[str, int]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        if os.path.isdir(self.path):
+            raise UserError(f"store path {self.path!r} is a directory; give a file path")
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent):
+            raise UserError(
+                f"the folder of store file {self.path!r} does not exist; create {parent!r} first"
+            )
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            check_file(conn, self.path)  # before the first write: never touch a foreign file
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            migrate(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._conn is None:
+            return
+        if self._batch is not None:
+            batch = self._batch
+            self._flush()
+            await asyncio.wait([batch.done])
+        self._conn.close()
+        self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"the SQLite store {self.path!r} is not open; call open() first")
+        return self._conn
+
+    # -- the committer --------------------------------------------------------------------------
+
+    def _current(self) -> _Batch:
+        batch = self._batch
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._batch = _Batch(loop)
+            loop.call_soon(self._flush)
+        return batch
+
+    def _submit(self, op: Op, lease: Lease | None = None) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._current().ops.append((lease, op, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        conn = self.conn
+        tx = _Tx(conn)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            valid = self._valid_leases(conn, batch)
+            rows = [
+                (lease.run_id, e.seq, e.key, e.kind, e.data)
+                for lease, entries in batch.entries
+                if (lease.run_id, lease.epoch) in valid
+                for e in entries
+            ]
+            if rows:
+                conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+            if batch.blobs:
+                conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", batch.blobs.items())
+            results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            for lease, op, future in batch.ops:
+                if lease is not None and (lease.run_id, lease.epoch) not in valid:
+                    results.append((future, None, StaleLeaseError(lease.run_id, lease.epoch)))
+                    continue
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = op(tx)
+                except (StoreError, UserError) as exc:
+                    conn.execute("ROLLBACK TO op")
+                    results.append((future, None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((future, result, None))
+            crash_point("in_group_commit")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = StoreError(f"SQLite store {self.path!r}: commit failed: {exc}")
+            for lease, _ in batch.entries:
+                self._stale.add((lease.run_id, lease.epoch))
+            for _, _, future in batch.ops:
+                if not future.done():
+                    future.set_exception(error)
+            batch.done.set_exception(error)
+            batch.done.exception()  # retrieved: waiters re-raise it from commit()
+            return
+        self.commits += 1
+        crash_point("after_commit")
+        for future, result, failure in results:
+            if future.done():
+                continue
+            if failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result(result)
+        batch.done.set_result(None)
+        if tx.woke:
+            for wake in self.wakeups:
+                wake()
+
+    def _valid_leases(self, conn: sqlite3.Connection, batch: _Batch) -> set[tuple[str, int]]:
+        leases = {lease for lease, _ in batch.entries}
+        leases.update(lease for lease, _, _ in batch.ops if lease is not None)
+        if not leases:
+            return set()
+        current: dict[str, tuple[int, str]] = {}
+        ids = list({lease.run_id for lease in leases})
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for run_id, epoch, status in conn.execute(
+                f"SELECT id, epoch, status FROM runs WHERE id IN ({marks})", chunk
+            ):
+                current[run_id] = (epoch, status)
+        valid = set()
+        for lease in leases:
+            epoch_status = current.get(lease.run_id)
+            if epoch_status == (lease.epoch, "running"):
+                valid.add((lease.run_id, lease.epoch))
+            else:
+                self._stale.add((lease.run_id, lease.epoch))
+        return valid
+
+    # -- worker writes --------------------------------------------------------------------------
+
+    def append(self, lease: Lease, entries: Sequence[Entry], blobs: dict[str, bytes]) -> None:
+        if (lease.run_id, lease.epoch) in self._stale:
+            raise StaleLeaseError(lease.run_id, lease.epoch)
+        batch = self._current()
+        batch.entries.append((lease, entries))
+        if blobs:
+            batch.blobs.update(blobs)
+
+    async def commit(self, lease: Lease) -> None:
+        batch = self._batch
+        if batch is not None:
+            await asyncio.shield(batch.done)
+        if (lease.run_id, lease.epoch) in self._stale:
+            raise StaleLeaseError(lease.run_id, lease.epoch)
+
+    async def finish(
+        self,
+        lease: Lease,
+        *,
+        status: Literal["completed", "failed", "cancelled"],
+        result: bytes | None,
+        error: bytes | None,
+        now: float,
+        continue_as: NewRun | None = None,
+    ) -> None:
+        def op(tx: _Tx) -> None:
+            tx.conn.execute(
+                "UPDATE runs SET status = ?, result = ?, error = ?, owner = NULL, "
+                "cancel_requested = 0, due_at = NULL, updated_at = ?, continued_to = ? "
+                "WHERE id = ?",
+                (status, result, error, now, continue_as.id if continue_as else None, lease.run_id),
+            )
+            if continue_as is not None:
+                _create(tx, continue_as, now)
+            _wake_parent(tx, lease.run_id, now)
+
+        await self._submit(op, lease)
+
+    async def suspend(
+        self,
+        lease: Lease,
+        *,
+        status: Literal["waiting", "parked", "queued"],
+        wait: Wait | None,
+        note: str | None,
+        now: float,
+    ) -> None:
+        def op(tx: _Tx) -> None:
+            due: float | None
+            if status == "queued":
+                due = wait.timer if wait is not None and wait.timer is not None else now
+            elif status == "parked" or wait is None:
+                due = None
+            elif _wait_satisfied(tx.conn, lease.run_id, wait):
+                due = now
+            else:
+                due = wait.timer
+            tx.conn.execute(
+                "UPDATE runs SET status = ?, owner = NULL, note = ?, updated_at = ?, "
+                "waiting = ?, due_at = ? WHERE id = ?",
+                (
+                    status,
+                    note,
+                    now,
+                    encode_wait(wait) if status == "waiting" else None,
+                    due,
+                    lease.run_id,
+                ),
+            )
+            tx.woke = tx.woke or (due is not None and due <= now)
+
+        await self._submit(op, lease)
+
+    async def claim(
+        self, owner: str, *, now: float, limit: int, lease_seconds: float, max_recoveries: int
+    ) -> list[RunRecord]:
+        def op(tx: _Tx) -> list[RunRecord]:
+            conn = tx.conn
+            rows = conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            claimed = []
+            for row in rows:
+                run = _record(row)
+                if run.status == "running":
+                    run.recoveries += 1
+                    if run.recoveries > max_recoveries:
+                        conn.execute(
+                            "UPDATE runs SET status = 'dead', owner = NULL, epoch = epoch + 1, "
+                            "recoveries = ?, error = ?, due_at = NULL, updated_at = ? WHERE id = ?",
+                            (run.recoveries, dead_error(run.recoveries), now, run.id),
+                        )
+                        _wake_parent(tx, run.id, now)
+                        continue
+                run.status, run.owner = "running", owner
+                run.epoch += 1
+                run.attempts += 1
+                run.due_at, run.updated_at = now + lease_seconds, now
+                conn.execute(
+                    "UPDATE runs SET status = 'running', owner = ?, epoch = ?, attempts = ?, "
+                    "recoveries = ?, due_at = ?, updated_at = ? WHERE id = ?",
+                    (owner, run.epoch, run.attempts, run.recoveries, run.due_at, now, run.id),
+                )
+                claimed.append(run)
+            return claimed
+
+        result: list[RunRecord] = await self._submit(op)
+        return result
+
+    async def renew(self, leases: Sequence[Lease], *, now: float, lease_seconds: float) -> Renewal:
+        def op(tx: _Tx) -> Renewal:
+            conn = tx.conn
+            renewal = Renewal()
+            for lease in leases:
+                row = conn.execute(
+                    "SELECT epoch, status, cancel_requested FROM runs WHERE id = ?",
+                    (lease.run_id,),
+                ).fetchone()
+                if row is None or row[0] != lease.epoch or row[1] != "running":
+                    renewal.lost.add(lease.run_id)
+                    continue
+                conn.execute(
+                    "UPDATE runs SET due_at = ? WHERE id = ?", (now + lease_seconds, lease.run_id)
+                )
+                if row[2]:
+                    renewal.cancel.add(lease.run_id)
+            return renewal
+
+        result: Renewal = await self._submit(op)
+        return result
+
+    # -- control plane --------------------------------------------------------------------------
+
+    async def create_run(self, new: NewRun, *, now: float) -> tuple[RunRecord, bool]:
+        result: tuple[RunRecord, bool] = await self._submit(lambda tx: _create(tx, new, now))
+        return result
+
+    async def send_signal(
+        self, run_id: str, name: str, payload: bytes, signal_id: str, *, now: float
+    ) -> Signal | None:
+        def op(tx: _Tx) -> Signal | None:
+            conn = tx.conn
+            row = conn.execute(
+                "SELECT status, waiting FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise RunNotFoundError(run_id)
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO signals (run_id, name, signal_id, payload, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run_id, name, signal_id, payload, now),
+            )
+            if cursor.rowcount == 0:
+                return None
+            signal = Signal(cursor.lastrowid or 0, run_id, name, signal_id, payload, now)
+            if row[0] == "waiting" and name in wait_signals(row[1]):
+                conn.execute("UPDATE runs SET due_at = ? WHERE id = ?", (now, run_id))
+                tx.woke = True
+            return signal
+
+        result: Signal | None = await self._submit(op)
+        return result
+
+    async def request_cancel(self, run_id: str, *, now: float) -> RunRecord:
+        def op(tx: _Tx) -> RunRecord:
+            conn = tx.conn
+            run = _get(conn, run_id)
+            if run.status in TERMINAL:
+                return run
+            if run.status == "running" and run.due_at is not None and run.due_at > now:
+                conn.execute(
+                    "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
+                    (now, run_id),
+                )
+                return _get(conn, run_id)
+            _append_unowned(conn, run_id, [("", "output", cancelled_output())])
+            conn.execute(
+                "UPDATE runs SET status = 'cancelled', error = ?, epoch = epoch + 1, "
+                "owner = NULL, due_at = NULL, updated_at = ? WHERE id = ?",
+                (CANCELLED_ERROR, now, run_id),
+            )
+            _wake_parent(tx, run_id, now)
+            return _get(conn, run_id)
+
+        result: RunRecord = await self._submit(op)
+        return result
+
+    async def control(
+        self, run_id: str, entries: Sequence[tuple[str, EntryKind, bytes]], *, now: float
+    ) -> RunRecord:
+        def op(tx: _Tx) -> RunRecord:
+            conn = tx.conn
+            run = _get(conn, run_id)
+            if run.status in TERMINAL:
+                raise UserError(f"run {run_id!r} already ended ({run.status}); nothing to resume")
+            if run.status == "running" and run.due_at is not None and run.due_at > now:
+                raise UserError(
+                    f"run {run_id!r} is being worked on by {run.owner!r}; wait until it parks "
+                    "or waits, or cancel it"
+                )
+            _append_unowned(conn, run_id, entries)
+            conn.execute(
+                "UPDATE runs SET status = 'queued', epoch = epoch + 1, owner = NULL, note = NULL, "
+                "due_at = ?, updated_at = ? WHERE id = ?",
+                (now, now, run_id),
+            )
+            tx.woke = True
+            return _get(conn, run_id)
+
+        result: RunRecord = await self._submit(op)
+        return result
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        row = self.conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    async def list_runs(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if statuses is not None:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            params.append(parent_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    async def count_runs(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status")
+        return dict(rows)
+
+    async def read_journal(
+        self, run_id: str, *, after_seq: int = -1, limit: int = 1000
+    ) -> list[Entry]:
+        rows = self.conn.execute(
+            "SELECT seq, key, kind, data FROM entries WHERE run_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (run_id, after_seq, limit),
+        ).fetchall()
+        return [Entry(seq, key, kind, data) for seq, key, kind, data in rows]
+
+    async def get_blob(self, digest: str) -> bytes:
+        row = self.conn.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()
+        if row is None:
+            raise StoreError(f"blob {digest} is missing from {self.path!r}")
+        return bytes(row[0])
+
+    async def signals(self, run_id: str, name: str, *, after_seq: int = 0) -> list[Signal]:
+        rows = self.conn.execute(
+            "SELECT seq, run_id, name, signal_id, payload, created_at FROM signals "
+            "WHERE run_id = ? AND name = ? AND seq > ? ORDER BY seq",
+            (run_id, name, after_seq),
+        ).fetchall()
+        return [Signal(*row) for row in rows]
+
+
+def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord:
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise RunNotFoundError(run_id)
+    return _record(row)
+
+
+def _create(tx: _Tx, new: NewRun, now: float) -> tuple[RunRecord, bool]:
+    cursor = tx.conn.execute(
+        "INSERT OR IGNORE INTO runs (id, workflow, version, input, options, status, parent_id, "
+        "due_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+        (new.id, new.workflow, new.version, new.input, new.options, new.parent_id, now, now, now),
+    )
+    created = cursor.rowcount > 0
+    tx.woke = tx.woke or created
+    return _get(tx.conn, new.id), created
+
+
+def _append_unowned(
+    conn: sqlite3.Connection, run_id: str, entries: Sequence[tuple[str, EntryKind, bytes]]
+) -> None:
+    (next_seq,) = conn.execute(
+        "SELECT COALESCE(MAX(seq), -1) + 1 FROM entries WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    conn.executemany(
+        "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
+        [(run_id, next_seq + i, key, kind, data) for i, (key, kind, data) in enumerate(entries)],
+    )
+
+
+def _wake_parent(tx: _Tx, run_id: str, now: float) -> None:
+    row = tx.conn.execute(
+        "SELECT p.id, p.status, p.waiting FROM runs c JOIN runs p ON p.id = c.parent_id "
+        "WHERE c.id = ?",
+        (run_id,),
+    ).fetchone()
+    if row is None or row[1] != "waiting" or run_id not in wait_children(row[2]):
+        return
+    tx.conn.execute("UPDATE runs SET due_at = ? WHERE id = ?", (now, row[0]))
+    tx.woke = True
+
+
+def _wait_satisfied(conn: sqlite3.Connection, run_id: str, wait: Wait) -> bool:
+    if wait.signals:
+        marks = ",".join("?" * len(wait.signals))
+        if conn.execute(
+            f"SELECT 1 FROM signals WHERE run_id = ? AND seq > ? AND name IN ({marks}) LIMIT 1",
+            (run_id, wait.signal_cursor, *wait.signals),
+        ).fetchone():
+            return True
+    if wait.children:
+        marks = ",".join("?" * len(wait.children))
+        if conn.execute(
+            f"SELECT 1 FROM runs WHERE id IN ({marks}) AND status IN {_TERMINAL_SQL} LIMIT 1",
+            wait.children,
+        ).fetchone():
+            return True
+    return False

@@ -1,0 +1,114 @@
+"""SQLite schema: numbered, forward-only migrations, and the checks made before touching a file.
+
+A file is ours when its `application_id` is `APPLICATION_ID`; its `user_version` is the number of
+the last migration applied. Before anything is written, `check_file` refuses a file that is not a
+SQLite database, a database that belongs to something else, or one written by a newer overnight,
+so a wrong path never damages someone else's data.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..errors import StoreFormatError
+
+APPLICATION_ID = 0x4F564E54  # "OVNT"
+
+MIGRATIONS: list[str] = [
+    # 1: runs, their journals, signals and content-addressed blobs.
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        version TEXT NOT NULL,
+        input BLOB NOT NULL,
+        options BLOB NOT NULL,
+        status TEXT NOT NULL,
+        parent_id TEXT,
+        due_at REAL,
+        owner TEXT,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        recoveries INTEGER NOT NULL DEFAULT 0,
+        waiting BLOB,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        result BLOB,
+        error BLOB,
+        note TEXT,
+        continued_to TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
+    CREATE INDEX runs_status ON runs (status, created_at);
+    CREATE INDEX runs_parent ON runs (parent_id) WHERE parent_id IS NOT NULL;
+    CREATE TABLE entries (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE signals (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        signal_id TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (run_id, signal_id)
+    );
+    CREATE INDEX signals_by_name ON signals (run_id, name, seq);
+    CREATE TABLE blobs (
+        digest TEXT PRIMARY KEY,
+        data BLOB NOT NULL
+    ) WITHOUT ROWID;
+    """,
+]
+LATEST = len(MIGRATIONS)
+
+
+def check_file(conn: sqlite3.Connection, path: str) -> int:
+    """The schema version of an overnight store file (0 if new); raise if it is not ours."""
+    try:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    except sqlite3.DatabaseError as exc:
+        raise StoreFormatError(
+            f"{path!r} is not an overnight store: it is not a SQLite database ({exc}). "
+            "Point the store URL at a new file or an existing overnight store; "
+            "this file was left untouched"
+        ) from None
+    if application_id != APPLICATION_ID:
+        if tables:
+            raise StoreFormatError(
+                f"{path!r} is a SQLite database that belongs to something else "
+                f"(tables: {', '.join(sorted(tables)[:5])}). Use another path for the "
+                "overnight store; this file was left untouched"
+            )
+        return 0
+    if version > LATEST:
+        raise StoreFormatError(
+            f"{path!r} was written by a newer overnight (schema {version}; this version knows "
+            f"up to {LATEST}). Upgrade overnight to open it; the file was left untouched"
+        )
+    return int(version)
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Apply the migrations this file lacks, in one transaction (safe with several processes)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = check_file(conn, path)  # again, under the write lock
+        for number in range(current + 1, LATEST + 1):
+            for statement in MIGRATIONS[number - 1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {LATEST}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
