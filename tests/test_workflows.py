@@ -105,8 +105,10 @@ async def test_replayed_step_returns_equal_value_of_same_type(engine: Engine) ->
     # make_report('t') ran once: the resumed execution replayed it from the journal.
     assert CALLS == ["make_report(t)", "make_report(t!)"]
     assert type(first) is Report
-    assert first.points == [Point(1, 2.5)] and type(first.points[0]) is Point
-    assert first.colour is Colour.BLUE and first.blob == b"\x00\xff"
+    assert first.points == [Point(1, 2.5)]
+    assert type(first.points[0]) is Point
+    assert first.colour is Colour.BLUE
+    assert first.blob == b"\x00\xff"
     assert second.title == "t!"
 
 
@@ -152,7 +154,8 @@ async def test_now_random_uuid_are_journaled(engine: Engine) -> None:
     recorded = [s.entries[0][1]["value"] for k, s in index.records.items() if "#1" in k]
     await engine.signal("nd", "go")
     now, rand, uid = await handle.result()
-    assert isinstance(now, dt.datetime) and isinstance(uid, uuid.UUID)
+    assert isinstance(now, dt.datetime)
+    assert isinstance(uid, uuid.UUID)
     assert [now.isoformat(), rand, str(uid)] == [
         recorded[0]["$dt"][0],
         recorded[1],
@@ -198,7 +201,8 @@ async def test_long_sleep_releases_the_worker_and_wakes_on_time(store: object) -
     async with Engine(store, poll_seconds=0.02, inline_wait_seconds=0.0) as engine:  # type: ignore[arg-type]
         handle = await engine.start(sleeper, 0.3, run_id="z")
         record = await _until_status(engine, "z", "waiting")
-        assert record.owner is None and record.due_at is not None
+        assert record.owner is None
+        assert record.due_at is not None
         assert await handle.result(timeout=5) == "woke"
 
 
@@ -248,7 +252,8 @@ async def failing(ctx: Context) -> None:
 async def test_failed_run_raises_run_failed_with_the_partial_run(engine: Engine) -> None:
     with pytest.raises(RunFailedError) as info:
         await engine.run(failing, run_id="f")
-    assert info.value.error_type == "RuntimeError" and info.value.run.status == "failed"
+    assert info.value.error_type == "RuntimeError"
+    assert info.value.run.status == "failed"
 
 
 @workflow
@@ -268,7 +273,8 @@ async def parent_of_failure(ctx: Context) -> str:
 async def test_child_runs(engine: Engine) -> None:
     assert await engine.run(parent, 2, run_id="p") == [0, 2]
     child = await engine.get_run("p/child:doubles#1")
-    assert child.parent_id == "p" and child.status == "completed"
+    assert child.parent_id == "p"
+    assert child.status == "completed"
     assert await engine.run(parent_of_failure, run_id="pf") == "failed"
 
 
@@ -330,7 +336,7 @@ async def uses_asyncio_gather(ctx: Context) -> list[int]:
 
 
 async def test_durable_calls_from_foreign_tasks_are_refused(engine: Engine) -> None:
-    with pytest.raises(RunFailedError, match="ctx.gather"):
+    with pytest.raises(RunFailedError, match=r"ctx\.gather"):
         await engine.run(uses_asyncio_gather, run_id="ag")
 
 
