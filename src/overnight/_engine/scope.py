@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import UserError
 
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
     from .run import RunState
 
 
-@dataclass(frozen=True, slots=True)
-class StepInfo:
+class StepInfo(NamedTuple):
     """What a running step knows about itself (see `overnight.current_step`)."""
 
     run_id: str

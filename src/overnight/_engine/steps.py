@@ -32,9 +32,8 @@ if TYPE_CHECKING:
 
 def fingerprint(name: str, canonical_input: bytes) -> str:
     """Versioned fingerprint of a call's meaning: its name and canonical input."""
-    h = hashlib.blake2b(canonical_input, digest_size=12, person=b"overnight-fp")
-    h.update(name.encode())
-    return f"{codec.CODEC_VERSION}:{h.hexdigest()}"
+    digest = hashlib.blake2b(name.encode() + b"\0" + canonical_input, digest_size=12)
+    return f"{codec.CODEC_VERSION}:{digest.hexdigest()}"
 
 
 def call_step(
@@ -44,17 +43,29 @@ def call_step(
     run = scope.run
     key, pos = scope.assign(spec.name)
     run.count_step()
+    canonical_input = _canonical_input(key, args, kwargs)
+    fp = fingerprint(spec.name, canonical_input)
+    state = run.journal.visit(scope.prefix, pos, key) if run.journal else None
+    return _execute(run, spec, key, pos, canonical_input, fp, state, args, kwargs)
+
+
+def _canonical_input(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Canonical bytes of a call's arguments (plain values skip the codec: hot path)."""
+    encoded: list[Any] = []
     try:
-        tree = codec.encode([list(args), kwargs], f"step {key!r} arguments")
+        for i, arg in enumerate(args):
+            cls = type(arg)
+            if (cls is str and arg.isascii()) or (cls is int and -(2**63) <= arg < 2**63) or arg is None or cls is bool:
+                encoded.append(arg)
+            else:
+                encoded.append(codec.encode(arg, f"step {key!r} argument {i + 1}"))
+        named = codec.encode(kwargs, f"step {key!r} arguments") if kwargs else {}
     except SerializationError as exc:
         raise SerializationError(
             f"{exc}. Pass a step only values the journal can hold; build clients and "
             "connections inside the step"
         ) from None
-    canonical_input = codec.canonical(tree)
-    fp = fingerprint(spec.name, canonical_input)
-    state = run.journal.visit(scope.prefix, pos, key) if run.journal else None
-    return _execute(run, spec, key, pos, canonical_input, fp, state, args, kwargs)
+    return codec.canonical([encoded, named])
 
 
 @dataclass(slots=True)
@@ -125,41 +136,123 @@ async def _execute(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    run.check_stop()
-    replay = _Replay()
-    if state is not None:
-        _check_input(state, key, fp, canonical_input)
-        replay = _read(state)
-        if replay.has_done:
-            return await run.value(replay.done)
-        if replay.final is not None:
-            err = replay.final["error"]
-            raise StepFailed(key, err["type"], err["message"], replay.failures)
-        if replay.in_doubt:
-            found = await _resolve_in_doubt(run, spec, key, replay, args, kwargs)
-            if found is not None:
-                return found[0]
+    if run.stop is not None:
+        raise run.stop()
+    if state is None:
+        if spec.effect == "pure" and spec.timeout is None:
+            return await _first_pure(run, spec, key, pos, canonical_input, fp, args, kwargs)
+        header = {"pos": pos, "fp": fp, "in": run.value_field(canonical_input)}
+        return await _attempts(run, spec, key, header, _Replay(), args, kwargs)
+    _check_input(state, key, fp, canonical_input)
+    replay = _read(state)
+    if replay.has_done:
+        return await run.value(replay.done)
+    if replay.final is not None:
+        err = replay.final["error"]
+        raise StepFailed(key, err["type"], err["message"], replay.failures)
+    if replay.in_doubt:
+        found = await _resolve_in_doubt(run, spec, key, replay, args, kwargs)
+        if found is not None:
+            return found[0]
+    return await _attempts(run, spec, key, {}, replay, args, kwargs)
 
-    first = state is None
-    header = {"pos": pos, "fp": fp, "in": run.value_field(canonical_input)} if first else {}
-    failures = replay.failures
-    invocations = replay.invocations
-    retry_at = replay.retry_at
+
+async def _first_pure(
+    run: RunState,
+    spec: Step[Any, Any],
+    key: str,
+    pos: int,
+    canonical_input: bytes,
+    fp: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """The hot path: a pure step without timeout, called for the first time."""
+    fields = {"pos": pos, "fp": fp, "in": run.value_field(canonical_input)}
+    token = CURRENT.set(StepInfo(run.run_id, key, 1, f"{run.run_id}/{key}"))
+    try:
+        result = await spec.fn(*args, **kwargs)
+    except Exception as exc:
+        retry_at = _journal_failure(run, spec, key, fields, 1, exc)
+        await run.commit()  # a crash during the backoff resumes the backoff
+        replay = _Replay(invocations=1, failures=1, retry_at=retry_at)
+        return await _attempts(run, spec, key, {}, replay, args, kwargs)
+    finally:
+        CURRENT.reset(token)
+    fields["out"] = run.value_field(_encode_result(run, key, fields, 1, result))
+    run.write(key, "done", fields)
+    crash_point("after_step_return")
+    if run.strict:
+        await run.commit()
+    return result
+
+
+def _journal_failure(
+    run: RunState,
+    spec: Step[Any, Any],
+    key: str,
+    fields: dict[str, Any],
+    failures: int,
+    exc: Exception,
+) -> float:
+    """Journal a failed attempt; return when to retry, or raise StepFailed if it gave up."""
+    fields["attempt"] = failures
+    fields["error"] = error = {"type": type(exc).__name__, "message": str(exc)}
+    delay = spec.retry.next_delay(failures, exc)
+    if delay is None:
+        fields["final"] = True
+        run.write(key, "failed", fields)
+        raise StepFailed(key, error["type"], error["message"], failures) from exc
+    fields["retry_at"] = retry_at = time.time() + delay
+    run.write(key, "failed", fields)
+    return retry_at
+
+
+def _encode_result(
+    run: RunState, key: str, fields: dict[str, Any], attempt: int, result: Any
+) -> bytes:
+    """The result's journal encoding; an unserialisable result fails the step, at the step."""
+    try:
+        return codec.dumps(result)
+    except SerializationError as exc:
+        message = f"step {key!r} returned a value the journal cannot hold: {exc}"
+        fields["attempt"] = attempt
+        fields["error"] = {"type": "SerializationError", "message": message}
+        fields["final"] = True
+        run.write(key, "failed", fields)
+        raise StepFailed(key, "SerializationError", message, attempt) from exc
+
+
+async def _attempts(
+    run: RunState,
+    spec: Step[Any, Any],
+    key: str,
+    fields: dict[str, Any],
+    replay: _Replay,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run the step's body until it succeeds or gives up, journaling every attempt.
+
+    `fields` starts with the key's header (pos, fp, in) when nothing is journaled under the key
+    yet; the first entry written takes it.
+    """
+    failures, invocations, retry_at = replay.failures, replay.invocations, replay.retry_at
     pure = spec.effect == "pure"
-    idempotency_key = f"{run.run_id}/{key}"
     while True:
         if retry_at is not None:
             await wait_until(run, retry_at)
             retry_at = None
-        run.check_stop()
+            run.check_stop()
         invocations += 1
-        info = StepInfo(run.run_id, key, invocations, idempotency_key)
         if not pure:
-            run.write(key, "intent", {**header, "attempt": invocations, "ref": spec.ref})
-            header = {}
+            fields["attempt"] = invocations
+            fields["ref"] = spec.ref
+            run.write(key, "intent", fields)
+            fields = {}
             await run.commit()  # barrier: the intent is durable before the effect starts
             crash_point("after_intent")
-        token = CURRENT.set(info)
+        token = CURRENT.set(StepInfo(run.run_id, key, invocations, f"{run.run_id}/{key}"))
         try:
             if spec.timeout is None:
                 result = await spec.fn(*args, **kwargs)
@@ -168,36 +261,16 @@ async def _execute(
                     result = await spec.fn(*args, **kwargs)
         except Exception as exc:
             failures += 1
-            error = {"type": type(exc).__name__, "message": str(exc)}
-            delay = spec.retry.next_delay(failures, exc)
-            if delay is None:
-                run.write(
-                    key, "failed", {**header, "attempt": failures, "error": error, "final": True}
-                )
-                raise StepFailed(key, error["type"], error["message"], failures) from exc
-            retry_at = time.time() + delay
-            run.write(
-                key, "failed", {**header, "attempt": failures, "error": error, "retry_at": retry_at}
-            )
-            header = {}
+            retry_at = _journal_failure(run, spec, key, fields, failures, exc)
+            fields = {}
             await run.commit()  # a crash during the backoff resumes the backoff
             continue
         finally:
             CURRENT.reset(token)
         if not pure:
             crash_point("after_effect")
-        try:
-            raw = codec.dumps(result)
-        except SerializationError as exc:
-            error = {
-                "type": "SerializationError",
-                "message": f"step {key!r} returned a value the journal cannot hold: {exc}",
-            }
-            run.write(
-                key, "failed", {**header, "attempt": failures + 1, "error": error, "final": True}
-            )
-            raise StepFailed(key, error["type"], error["message"], failures + 1) from exc
-        run.write(key, "done", {**header, "out": run.value_field(raw)})
+        fields["out"] = run.value_field(_encode_result(run, key, fields, failures + 1, result))
+        run.write(key, "done", fields)
         crash_point("after_step_return")
         if run.strict:
             await run.commit()

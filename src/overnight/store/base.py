@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 RunStatus = Literal[
     "queued", "running", "waiting", "parked", "completed", "failed", "cancelled", "dead"
@@ -42,9 +42,12 @@ EntryKind = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One journal entry. `data` is the entry's JSON object, already encoded (immutable bytes)."""
+class Entry(NamedTuple):
+    """One journal entry. `data` is the entry's JSON object, already encoded (immutable bytes).
+
+    A NamedTuple, not a dataclass: one is created per step, and tuples are the cheapest
+    immutable records Python has.
+    """
 
     seq: int
     """Position in the run's journal, from 0, gapless."""
