@@ -55,7 +55,8 @@ def _canonical_input(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     try:
         for i, arg in enumerate(args):
             cls = type(arg)
-            if (cls is str and arg.isascii()) or (cls is int and -(2**63) <= arg < 2**63) or arg is None or cls is bool:
+            plain = (cls is str and arg.isascii()) or (cls is int and -(2**63) <= arg < 2**63)
+            if plain or arg is None or cls is bool:
                 encoded.append(arg)
             else:
                 encoded.append(codec.encode(arg, f"step {key!r} argument {i + 1}"))
