@@ -25,6 +25,8 @@ from overnight import (
     workflow,
 )
 
+from .helpers import until_status
+
 CALLS: list[str] = []
 
 
@@ -99,7 +101,7 @@ async def waits_then_reports(ctx: Context, title: str) -> tuple[Report, Report]:
 async def test_replayed_step_returns_equal_value_of_same_type(engine: Engine) -> None:
     CALLS.clear()
     handle = await engine.start(waits_then_reports, "t", run_id="r1")
-    await _until_status(engine, "r1", "waiting")
+    await until_status(engine, "r1", "waiting")
     await engine.signal("r1", "go")
     first, second = await handle.result()
     # make_report('t') ran once: the resumed execution replayed it from the journal.
@@ -149,7 +151,7 @@ async def nondeterministic_values(ctx: Context) -> tuple[dt.datetime, float, uui
 
 async def test_now_random_uuid_are_journaled(engine: Engine) -> None:
     handle = await engine.start(nondeterministic_values, run_id="nd")
-    await _until_status(engine, "nd", "waiting")
+    await until_status(engine, "nd", "waiting")
     index = await engine.replay_index("nd")
     recorded = [s.entries[0][1]["value"] for k, s in index.records.items() if "#1" in k]
     await engine.signal("nd", "go")
@@ -200,7 +202,7 @@ async def sleeper(ctx: Context, seconds: float) -> str:
 async def test_long_sleep_releases_the_worker_and_wakes_on_time(store: object) -> None:
     async with Engine(store, poll_seconds=0.02, inline_wait_seconds=0.0) as engine:  # type: ignore[arg-type]
         handle = await engine.start(sleeper, 0.3, run_id="z")
-        record = await _until_status(engine, "z", "waiting")
+        record = await until_status(engine, "z", "waiting")
         assert record.owner is None
         assert record.due_at is not None
         assert await handle.result(timeout=5) == "woke"
@@ -289,7 +291,7 @@ async def test_cancel_running_run_is_not_swallowed_by_except_exception(engine: E
 
     engine.register(stubborn)
     handle = await engine.start(stubborn, run_id="c")
-    await _until_status(engine, "c", "running")
+    await until_status(engine, "c", "running")
     await engine.cancel("c")
     with pytest.raises(RunCancelledError):
         await handle.result(timeout=5)
@@ -297,7 +299,7 @@ async def test_cancel_running_run_is_not_swallowed_by_except_exception(engine: E
 
 async def test_cancel_waiting_run_ends_it_at_once(engine: Engine) -> None:
     await engine.start(signals_in_order, run_id="cw")
-    await _until_status(engine, "cw", "waiting")
+    await until_status(engine, "cw", "waiting")
     record = await engine.cancel("cw")
     assert record.status == "cancelled"
 
@@ -338,14 +340,3 @@ async def uses_asyncio_gather(ctx: Context) -> list[int]:
 async def test_durable_calls_from_foreign_tasks_are_refused(engine: Engine) -> None:
     with pytest.raises(RunFailedError, match=r"ctx\.gather"):
         await engine.run(uses_asyncio_gather, run_id="ag")
-
-
-async def _until_status(engine: Engine, run_id: str, status: str, timeout: float = 5.0):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        record = await engine.get_run(run_id)
-        if record.status == status:
-            return record
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"run {run_id} stayed {record.status}, expected {status}")
-        await asyncio.sleep(0.01)

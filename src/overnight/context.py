@@ -76,18 +76,24 @@ class Context:
 
         Wrap changed code in `if ctx.patched("my-fix"): new() else: old()` so runs started
         before the change replay the old path. The marker takes no position, so adding the
-        check does not itself change the run's structure.
+        check does not itself change the run's structure. A run gets one answer per name.
         """
         scope = current_scope("ctx.patched()")
         validate_name(name, "patch")
         run = scope.run
-        key = f"{scope.prefix}patched:{name}"
+        decided = run.patches.get(name)
+        if decided is not None:
+            return decided  # one answer per run, however often the check is made
+        key = f"patched:{name}"
         if run.journal and key in run.journal.records:
-            return True
-        if run.journal.unvisited > 0:
-            return False  # replaying history the old code wrote
-        run.write(key, "decision", {"value": True})
-        return True
+            decided = True
+        elif run.journal.unvisited > 0:
+            decided = False  # replaying history the old code wrote
+        else:
+            run.write(key, "decision", {"value": True})
+            decided = True
+        run.patches[name] = decided
+        return decided
 
     # -- durable waits ----------------------------------------------------------------------
 

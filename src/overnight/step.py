@@ -122,7 +122,7 @@ class Step(Generic[P, R]):
         self.__name__ = getattr(fn, "__name__", name)
         self.__wrapped__ = fn
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
         scope = CURRENT.get()
         if type(scope) is Scope:
             return call_step(self, scope, args, kwargs)

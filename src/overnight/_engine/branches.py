@@ -24,6 +24,13 @@ from .run import ContinueAsNew, Drain, Park, RunState, Suspend
 from .scope import CURRENT, Scope
 
 
+def _close_all(awaitables: Sequence[Awaitable[Any]]) -> None:
+    """Close coroutines that will never run (the group failed before starting them)."""
+    for aw in awaitables:
+        if asyncio.iscoroutine(aw):
+            aw.close()
+
+
 def _open_group(scope: Scope, name: str, width: int) -> tuple[str, dict[str, Any] | None]:
     """Assign the group's key and check (or record) its width. Returns (key, last decision)."""
     run = scope.run
@@ -104,7 +111,11 @@ async def gather(
     scope: Scope, awaitables: Sequence[Awaitable[Any]], return_exceptions: bool
 ) -> list[Any]:
     """Run awaitables as parallel branches; results in argument order."""
-    key, _ = _open_group(scope, "gather", len(awaitables))
+    try:
+        key, _ = _open_group(scope, "gather", len(awaitables))
+    except BaseException:
+        _close_all(awaitables)
+        raise
     tasks = [_spawn(scope, f"{key}/{i}/", aw) for i, aw in enumerate(awaitables)]
     await _wait_all(tasks)
     return settle(_outcomes(tasks), return_exceptions)
@@ -161,14 +172,17 @@ async def _call(fn: Callable[[Any], Awaitable[Any]], value: Any) -> Any:
 async def race(scope: Scope, awaitables: Sequence[Awaitable[Any]]) -> tuple[int, Any]:
     """The first branch to finish (journaled); the others are cancelled."""
     run: RunState = scope.run
-    key, decided = _open_group(scope, "race", len(awaitables))
+    try:
+        key, decided = _open_group(scope, "race", len(awaitables))
+    except BaseException:
+        _close_all(awaitables)
+        raise
     if decided is not None:
         winner = int(decided["winner"])
         for i, aw in enumerate(awaitables):
             if i != winner:
                 run.journal.skip_scope(f"{key}/{i}/")
-                if asyncio.iscoroutine(aw):
-                    aw.close()
+                _close_all([aw])
         task = _spawn(scope, f"{key}/{winner}/", awaitables[winner])
         await _wait_all([task])
         return winner, task.result()

@@ -114,6 +114,7 @@ class RunState:
         self.signal_cursor = 0
         self.stop: Callable[[], BaseException] | None = None
         self._blobs: dict[str, bytes] = {}
+        self.patches: dict[str, bool] = {}
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,17 +36,33 @@ def fingerprint(name: str, canonical_input: bytes) -> str:
     return f"{codec.CODEC_VERSION}:{digest.hexdigest()}"
 
 
+class StepCall:
+    """A step call whose key is assigned; awaiting it executes or replays the step.
+
+    Not a coroutine, so a call that is never awaited (a race's loser, calls made before the
+    run parked) leaves no "never awaited" warning behind.
+    """
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return _execute(*self.args).__await__()
+
+
 def call_step(
     spec: Step[Any, Any], scope: Scope, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Coroutine[Any, Any, Any]:
-    """Assign the call's key now (call order, not completion order) and return its coroutine."""
+) -> StepCall:
+    """Assign the call's key now (call order, not completion order); awaiting runs it."""
     run = scope.run
     key, pos = scope.assign(spec.name)
     run.count_step()
     canonical_input = _canonical_input(key, args, kwargs)
     fp = fingerprint(spec.name, canonical_input)
     state = run.journal.visit(scope.prefix, pos, key) if run.journal else None
-    return _execute(run, spec, key, pos, canonical_input, fp, state, args, kwargs)
+    return StepCall(run, spec, key, pos, canonical_input, fp, state, args, kwargs)
 
 
 def _canonical_input(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
