@@ -267,6 +267,7 @@ class Engine:
         the run parks (it needs a person). Waits through `waiting`; TimeoutError after `timeout`.
         """
         event = asyncio.Event()
+        watched = [run_id]
         self._watchers.setdefault(run_id, set()).add(event)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -275,21 +276,28 @@ class Engine:
                 record = await self.get_run(run_id)
                 if record.continued_to is not None:
                     run_id = record.continued_to
+                    watched.append(run_id)
                     self._watchers.setdefault(run_id, set()).add(event)
                     continue
                 outcome = _outcome(record)
                 if outcome is not _MISSING:
                     return outcome
+                # In-process transitions set the event; other processes' are seen by polling.
                 wait = self.poll_seconds
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
                     if wait <= 0:
                         raise TimeoutError(f"run {run_id!r} is still {record.status}")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await event.wait()
         finally:
-            for events in self._watchers.values():
-                events.discard(event)
+            for watched_id in watched:
+                events = self._watchers.get(watched_id)
+                if events is not None:
+                    events.discard(event)
+                    if not events:
+                        del self._watchers[watched_id]
 
     # -- steering -----------------------------------------------------------------------------
 

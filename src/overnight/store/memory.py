@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -33,6 +34,13 @@ from .common import (
     wait_children,
     wait_signals,
 )
+
+_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(RunRecord)))
+
+
+def _copy(run: RunRecord) -> RunRecord:
+    """A copy of a record (fields are immutable values, so a shallow copy is a full one)."""
+    return RunRecord(*_FIELDS(run))
 
 
 class MemoryStore:
@@ -84,7 +92,7 @@ class MemoryStore:
     async def create_run(self, new: NewRun, *, now: float) -> tuple[RunRecord, bool]:
         existing = self._runs.get(new.id)
         if existing is not None:
-            return dataclasses.replace(existing), False
+            return _copy(existing), False
         run = RunRecord(
             id=new.id,
             workflow=new.workflow,
@@ -99,11 +107,11 @@ class MemoryStore:
         self._runs[run.id] = run
         self._journals[run.id] = []
         self._set_due(run, now, now)
-        return dataclasses.replace(run), True
+        return _copy(run), True
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         run = self._runs.get(run_id)
-        return None if run is None else dataclasses.replace(run)
+        return None if run is None else _copy(run)
 
     async def list_runs(
         self,
@@ -119,7 +127,7 @@ class MemoryStore:
             and (parent_id is None or r.parent_id == parent_id)
         ]
         runs.sort(key=lambda r: (r.created_at, r.id), reverse=True)
-        return [dataclasses.replace(r) for r in runs[:limit]]
+        return [_copy(r) for r in runs[:limit]]
 
     async def count_runs(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -143,7 +151,7 @@ class MemoryStore:
     async def request_cancel(self, run_id: str, *, now: float) -> RunRecord:
         run = self._get(run_id)
         if run.status in TERMINAL:
-            return dataclasses.replace(run)
+            return _copy(run)
         if run.status == "running" and run.due_at is not None and run.due_at > now:
             run.cancel_requested = True
         else:
@@ -156,7 +164,7 @@ class MemoryStore:
             self._set_due(run, None)
             self._wake_parent(run, now)
         run.updated_at = now
-        return dataclasses.replace(run)
+        return _copy(run)
 
     async def control(
         self, run_id: str, entries: Sequence[tuple[str, EntryKind, bytes]], *, now: float
@@ -178,7 +186,7 @@ class MemoryStore:
         run.note = None
         run.updated_at = now
         self._set_due(run, now, now)
-        return dataclasses.replace(run)
+        return _copy(run)
 
     # -- worker plane -----------------------------------------------------------------------
 
@@ -208,7 +216,7 @@ class MemoryStore:
             run.attempts += 1
             run.updated_at = now
             self._set_due(run, now + lease_seconds)
-            claimed.append(dataclasses.replace(run))
+            claimed.append(_copy(run))
         return claimed
 
     async def renew(self, leases: Sequence[Lease], *, now: float, lease_seconds: float) -> Renewal:
