@@ -19,6 +19,7 @@ import contextvars
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from ..errors import UserError
 from .journal import Divergence
 from .run import ContinueAsNew, Drain, Park, RunState, Suspend
 from .scope import CURRENT, Scope
@@ -48,51 +49,94 @@ def _open_group(scope: Scope, name: str, width: int) -> tuple[str, dict[str, Any
     return key, state.last("decision")
 
 
-async def _branch(branch: Scope, awaitable: Awaitable[Any]) -> Any:
+Outcome = tuple[BaseException | None, Any]
+CONTROL = (Park, Divergence, ContinueAsNew, Drain, asyncio.CancelledError)
+
+
+class _Group:
+    """Outcomes of a group of branches, counted as they finish.
+
+    Branches report here directly instead of through a done-callback per task: for a fan-out of
+    10,000 branches that saves 10,000 scheduled callbacks.
+    """
+
+    __slots__ = ("done", "finished_order", "outcomes", "remaining", "waiter")
+
+    def __init__(self, width: int) -> None:
+        self.remaining = width
+        self.outcomes: list[Outcome] = [(None, None)] * width
+        self.finished_order: list[int] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if width == 0:
+            self.done.set_result(None)
+
+    def finished(self, index: int, outcome: Outcome) -> None:
+        self.outcomes[index] = outcome
+        self.finished_order.append(index)
+        self.remaining -= 1
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        if self.remaining == 0:
+            self.done.set_result(None)
+
+    async def wait(self, tasks: Sequence[asyncio.Task[Any]]) -> list[Outcome]:
+        """Every branch's outcome; if this strand is cancelled, cancel them and let them unwind."""
+        try:
+            await asyncio.shield(self.done)
+        except asyncio.CancelledError:
+            await self.cancel(tasks)
+            raise
+        return self.outcomes
+
+    async def cancel(self, tasks: Sequence[asyncio.Task[Any]]) -> None:
+        """Cancel the branches still running and wait until they have unwound."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.shield(self.done)
+
+
+async def _branch(
+    group: _Group,
+    index: int,
+    branch: Scope,
+    fn: Callable[[Any], Awaitable[Any]] | None,
+    arg: Any,
+) -> None:
+    """One branch: `fn(arg)` (called here, so its keys fall in the branch's scope), or `arg`."""
     branch.task = asyncio.current_task()
     try:
-        return await awaitable
-    except (Park, Divergence) as exc:
-        message = exc.message
-        branch.run.stop = lambda: Park(message)
+        outcome: Outcome = (None, await (arg if fn is None else fn(arg)))
+    except (KeyboardInterrupt, SystemExit):
         raise
+    except BaseException as exc:  # errors, control flow and cancellation are all outcomes
+        if isinstance(exc, Park | Divergence):
+            message = exc.message
+            branch.run.stop = lambda: Park(message)  # siblings start no new work
+        outcome = (exc, None)
+    group.finished(index, outcome)
 
 
-def _spawn(parent: Scope, prefix: str, awaitable: Awaitable[Any]) -> asyncio.Task[Any]:
+def _spawn(
+    group: _Group,
+    index: int,
+    parent: Scope,
+    prefix: str,
+    fn: Callable[[Any], Awaitable[Any]] | None,
+    arg: Any,
+) -> asyncio.Task[None]:
     branch = parent.child(prefix, None)
     context = contextvars.copy_context()
     context.run(CURRENT.set, branch)
-    return asyncio.get_running_loop().create_task(_branch(branch, awaitable), context=context)
+    return asyncio.get_running_loop().create_task(
+        _branch(group, index, branch, fn, arg), context=context
+    )
 
 
-async def _wait_all(tasks: Sequence[asyncio.Future[Any]]) -> None:
-    """Wait for every task; if this strand is cancelled, cancel them and let them unwind."""
-    if not tasks:
-        return
-    try:
-        await asyncio.wait(tasks)
-    except asyncio.CancelledError:
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks)
-        raise
-
-
-def _outcomes(tasks: Sequence[asyncio.Future[Any]]) -> list[tuple[BaseException | None, Any]]:
-    out: list[tuple[BaseException | None, Any]] = []
-    for task in tasks:
-        if task.cancelled():
-            out.append((asyncio.CancelledError(), None))
-        else:
-            exc = task.exception()
-            out.append((exc, None if exc is not None else task.result()))
-    return out
-
-
-def settle(outcomes: list[tuple[BaseException | None, Any]], return_exceptions: bool) -> list[Any]:
+def settle(outcomes: list[Outcome], return_exceptions: bool) -> list[Any]:
     """Combine branch outcomes: control flow first, then the lowest-index error, then results."""
     errors = [exc for exc, _ in outcomes if exc is not None]
-    for kind in (Park, Divergence, ContinueAsNew, Drain, asyncio.CancelledError):
+    for kind in CONTROL:
         for exc in errors:
             if isinstance(exc, kind):
                 raise exc
@@ -116,9 +160,9 @@ async def gather(
     except BaseException:
         _close_all(awaitables)
         raise
-    tasks = [_spawn(scope, f"{key}/{i}/", aw) for i, aw in enumerate(awaitables)]
-    await _wait_all(tasks)
-    return settle(_outcomes(tasks), return_exceptions)
+    group = _Group(len(awaitables))
+    tasks = [_spawn(group, i, scope, f"{key}/{i}/", None, aw) for i, aw in enumerate(awaitables)]
+    return settle(await group.wait(tasks), return_exceptions)
 
 
 async def map_items(
@@ -129,44 +173,40 @@ async def map_items(
     return_exceptions: bool,
 ) -> list[Any]:
     """Call fn on every item as a branch, at most `concurrency` at a time."""
+    if concurrency is not None and concurrency < 1:
+        raise UserError(f"ctx.map concurrency must be at least 1, got {concurrency}")
     values = list(items)
     key, _ = _open_group(scope, "map", len(values))
-    run = scope.run
     if concurrency is None or concurrency >= len(values):
-        tasks = [_spawn(scope, f"{key}/{i}/", _call(fn, v)) for i, v in enumerate(values)]
-        await _wait_all(tasks)
-        return settle(_outcomes(tasks), return_exceptions)
-    if concurrency < 1:
-        from ..errors import UserError
-
-        raise UserError(f"ctx.map concurrency must be at least 1, got {concurrency}")
-    outcomes: list[tuple[BaseException | None, Any]] = [(None, None)] * len(values)
+        group = _Group(len(values))
+        tasks = [_spawn(group, i, scope, f"{key}/{i}/", fn, v) for i, v in enumerate(values)]
+        return settle(await group.wait(tasks), return_exceptions)
+    # A pool of `concurrency` workers; each item still gets its own branch scope and key prefix.
+    run = scope.run
+    outcomes: list[Outcome] = [(None, None)] * len(values)
     pending = iter(enumerate(values))
 
     async def worker() -> None:
         for i, value in pending:
-            branch = scope.child(f"{key}/{i}/", asyncio.current_task())
-            token = CURRENT.set(branch)
+            if run.stop is not None:
+                outcomes[i] = (run.stop(), None)
+                continue
+            token = CURRENT.set(scope.child(f"{key}/{i}/", asyncio.current_task()))
             try:
-                if run.stop is not None:
-                    outcomes[i] = (run.stop(), None)
-                    continue
-                outcomes[i] = (None, await _branch(branch, fn(value)))
-            except (Exception, Suspend, Park, Divergence, Drain, ContinueAsNew) as exc:
+                outcomes[i] = (None, await fn(value))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
                 outcomes[i] = (exc, None)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
             finally:
                 CURRENT.reset(token)
 
-    workers = [_spawn(scope, f"{key}/", worker()) for _ in range(concurrency)]
-    await _wait_all(workers)
-    for exc, _ in _outcomes(workers):
-        if exc is not None:
-            raise exc
+    workers = _Group(concurrency)
+    tasks = [_spawn(workers, w, scope, f"{key}/", None, worker()) for w in range(concurrency)]
+    await workers.wait(tasks)
     return settle(outcomes, return_exceptions)
-
-
-async def _call(fn: Callable[[Any], Awaitable[Any]], value: Any) -> Any:
-    return await fn(value)
 
 
 async def race(scope: Scope, awaitables: Sequence[Awaitable[Any]]) -> tuple[int, Any]:
@@ -177,44 +217,38 @@ async def race(scope: Scope, awaitables: Sequence[Awaitable[Any]]) -> tuple[int,
     except BaseException:
         _close_all(awaitables)
         raise
-    if decided is not None:
+    if decided is not None:  # replay: only the recorded winner runs
         winner = int(decided["winner"])
         for i, aw in enumerate(awaitables):
             if i != winner:
                 run.journal.skip_scope(f"{key}/{i}/")
                 _close_all([aw])
-        task = _spawn(scope, f"{key}/{winner}/", awaitables[winner])
-        await _wait_all([task])
-        return winner, task.result()
-    tasks = [_spawn(scope, f"{key}/{i}/", aw) for i, aw in enumerate(awaitables)]
-    pending: set[asyncio.Task[Any]] = set(tasks)
+        group = _Group(1)
+        task = _spawn(group, 0, scope, f"{key}/{winner}/", None, awaitables[winner])
+        return winner, settle(await group.wait([task]), False)[0]
+    group = _Group(len(awaitables))
+    tasks = [_spawn(group, i, scope, f"{key}/{i}/", None, aw) for i, aw in enumerate(awaitables)]
+    checked = 0
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            finished = [t for t in done if t.cancelled() or not isinstance(t.exception(), Suspend)]
-            if not finished:
+        while group.remaining:
+            if checked == len(group.finished_order):
+                group.waiter = asyncio.get_running_loop().create_future()
+                await group.waiter
+            new, checked = group.finished_order[checked:], len(group.finished_order)
+            # A branch that suspended has not finished: it waits for something durable.
+            ended = [i for i in new if not isinstance(group.outcomes[i][0], Suspend)]
+            if not ended:
                 continue
-            control = [
-                t
-                for t in finished
-                if not t.cancelled()
-                and isinstance(t.exception(), Park | Divergence | Drain | ContinueAsNew)
-            ]
+            control = [i for i in ended if isinstance(group.outcomes[i][0], CONTROL)]
             if control:
-                raise control[0].exception()  # type: ignore[misc]
-            winner = min(tasks.index(t) for t in finished)
+                await group.cancel(tasks)
+                raise group.outcomes[control[0]][0]  # type: ignore[misc]
+            winner = min(ended)
             run.write(key, "decision", {"winner": winner})
-            await _cancel(pending)
-            return winner, tasks[winner].result()
+            await group.cancel(tasks)
+            return winner, settle([group.outcomes[winner]], False)[0]
     except asyncio.CancelledError:
-        await _cancel(pending)
+        await group.cancel(tasks)
         raise
-    settle(_outcomes(tasks), False)  # every branch suspended: suspend the race
-    raise AssertionError("unreachable")
-
-
-async def _cancel(tasks: set[asyncio.Task[Any]]) -> None:
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks)
+    settle(group.outcomes, False)  # every branch suspended: suspend the race
+    raise AssertionError("unreachable: settle raises when every branch suspended")

@@ -49,6 +49,10 @@ class StepCall:
         self.args = args
 
     def __await__(self) -> Generator[Any, None, Any]:
+        run, spec, key, pos, canonical_input, fp, state, args, kwargs = self.args
+        if state is None and spec.effect == "pure" and spec.timeout is None and run.stop is None:
+            # The hot path, without the extra coroutine of _execute.
+            return _first_pure(run, spec, key, pos, canonical_input, fp, args, kwargs).__await__()
         return _execute(*self.args).__await__()
 
 
@@ -156,8 +160,6 @@ async def _execute(
     if run.stop is not None:
         raise run.stop()
     if state is None:
-        if spec.effect == "pure" and spec.timeout is None:
-            return await _first_pure(run, spec, key, pos, canonical_input, fp, args, kwargs)
         header = {"pos": pos, "fp": fp, "in": run.value_field(canonical_input)}
         return await _attempts(run, spec, key, header, _Replay(), args, kwargs)
     _check_input(state, key, fp, canonical_input)
