@@ -168,6 +168,10 @@ class Engine:
                     loop.remove_signal_handler(sig)
             await self.stop_worker()
 
+    def active_runs(self) -> list[str]:
+        """Ids of the runs this engine's worker is executing right now."""
+        return [] if self._worker is None else list(self._worker.executors)
+
     def _wake_worker(self) -> None:
         if self._worker is not None:
             self._worker.wake()
