@@ -7,7 +7,9 @@ import dataclasses
 import datetime as dt
 import enum
 import uuid
+from collections.abc import Callable
 
+import orjson
 import pydantic
 import pytest
 
@@ -18,12 +20,15 @@ from overnight import (
     RetryPolicy,
     RunCancelledError,
     RunFailedError,
+    RunParkedError,
     StepFailed,
     UserError,
     current_step,
     step,
     workflow,
 )
+from overnight._engine import codec
+from overnight.store import Store
 
 from .helpers import until_status
 
@@ -340,3 +345,145 @@ async def uses_asyncio_gather(ctx: Context) -> list[int]:
 async def test_durable_calls_from_foreign_tasks_are_refused(engine: Engine) -> None:
     with pytest.raises(RunFailedError, match=r"ctx\.gather"):
         await engine.run(uses_asyncio_gather, run_id="ag")
+
+
+@step(effect="pure", timeout=0.05, retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+async def too_slow() -> None:
+    await asyncio.sleep(5)
+
+
+@workflow
+async def times_out(ctx: Context) -> str:
+    try:
+        await too_slow()
+    except StepFailed as exc:
+        return f"{exc.error_type} x{exc.attempts}"
+    return "unreachable"
+
+
+async def test_step_timeout_is_a_failed_attempt(engine: Engine) -> None:
+    assert await engine.run(times_out, run_id="slow") == "TimeoutError x2"
+
+
+BIG = "x" * 10_000
+
+
+@step(effect="pure")
+async def big(i: int) -> str:
+    return BIG
+
+
+@workflow
+async def bigs(ctx: Context) -> int:
+    values = [await big(i) for i in range(3)]
+    return sum(len(v) for v in values)
+
+
+async def test_large_payloads_are_stored_once_by_content(engine: Engine) -> None:
+    assert await engine.run(bigs, run_id="big") == 30_000
+    outs = [orjson.loads(e.data)["out"] for e in await engine.journal("big") if e.kind == "done"]
+    digests = {out["$blob"] for out in outs}
+    assert len(digests) == 1  # three entries, one blob
+    assert codec.loads(await engine.store.get_blob(digests.pop())) == BIG
+
+
+@step(effect="pure")
+async def tagged(tag: str, seconds: float) -> str:
+    CALLS.append(tag)
+    await asyncio.sleep(seconds)
+    return tag
+
+
+@workflow
+async def racing(ctx: Context) -> tuple[int, str]:
+    winner = await ctx.first_completed(tagged("slow", 1.0), tagged("fast", 0.0))
+    await ctx.wait_signal("go")
+    return winner  # type: ignore[return-value]
+
+
+async def test_first_completed_journals_the_winner_and_replays_only_it(engine: Engine) -> None:
+    CALLS.clear()
+    handle = await engine.start(racing, run_id="race")
+    await until_status(engine, "race", "waiting")
+    await engine.signal("race", "go")
+    assert await handle.result() == (1, "fast")
+    assert CALLS == ["slow", "fast"]  # the resumed execution ran neither again
+    decisions = [orjson.loads(e.data) for e in await engine.journal("race") if e.kind == "decision"]
+    assert decisions == [{"winner": 1}]
+
+
+@workflow
+async def scoped(ctx: Context) -> list[int]:
+    out = []
+    for agent in range(2):
+        with ctx.scope("research"):
+            out.append(await double(agent))
+            out.append(await double(agent + 10))
+    return out
+
+
+async def test_scopes_nest_keys(engine: Engine) -> None:
+    assert await engine.run(scoped, run_id="sc") == [0, 20, 2, 22]
+    keys = [e.key for e in await engine.journal("sc") if e.kind == "done"]
+    assert keys == [
+        "research#1/double#1",
+        "research#1/double#2",
+        "research#2/double#1",
+        "research#2/double#2",
+    ]
+
+
+FLIPS: list[bool] = []
+
+
+@workflow
+async def not_deterministic(ctx: Context) -> str:
+    # Reads state outside the journal: a replay may take another path.
+    FLIPS.append(not FLIPS[-1] if FLIPS else True)
+    if FLIPS[-1]:
+        await double(1)
+    else:
+        await make_report("other")
+    await ctx.wait_signal("go")
+    return "done"
+
+
+async def test_nondeterministic_workflow_is_parked_with_a_clear_message(engine: Engine) -> None:
+    FLIPS.clear()
+    handle = await engine.start(not_deterministic, run_id="nd2")
+    await until_status(engine, "nd2", "waiting")
+    await engine.signal("nd2", "go")
+    expected = "now calls 'make_report#1' where the journal recorded 'double#1'"
+    with pytest.raises(RunParkedError, match=expected):
+        await handle.result(timeout=5)
+
+
+@step(effect="pure", retry=RetryPolicy(max_attempts=3, initial_delay=0.3, jitter=0))
+async def fails_once(tag: str) -> str:
+    CALLS.append(tag)
+    if CALLS.count(tag) == 1:
+        raise ConnectionError("first try fails")
+    return "recovered"
+
+
+@workflow
+async def backs_off(ctx: Context) -> str:
+    return await fails_once("b")
+
+
+async def test_crash_during_backoff_resumes_the_backoff(
+    store_factory: Callable[[], Store],
+) -> None:
+    CALLS.clear()
+    async with Engine(store_factory(), inline_wait_seconds=0, poll_seconds=0.02) as engine:
+        await engine.start(backs_off, run_id="bo")
+        record = await until_status(engine, "bo", "waiting")
+        failed = [orjson.loads(e.data) for e in await engine.journal("bo")]
+    assert failed[0]["attempt"] == 1
+    assert record.due_at == pytest.approx(failed[0]["retry_at"])
+    # A new engine (the old one is gone) resumes the backoff: attempt 2, not attempt 1 again.
+    async with Engine(store_factory(), poll_seconds=0.02) as engine:
+        assert await engine.result("bo", timeout=5) == "recovered"
+        kinds = [e.kind for e in await engine.journal("bo")]
+    assert kinds == ["failed", "done", "output"]
+    assert CALLS == ["b", "b"]
