@@ -49,7 +49,7 @@ class Context:
         scope = current_scope(f"ctx.{name}()")
         run = scope.run
         key, pos = scope.assign(name)
-        state = run.journal.visit(scope.prefix, pos, key) if run.journal else None
+        state = run.journal.visit(scope.prefix, pos, key) if run.replaying else None
         if state is not None:
             return codec.decode(state.entries[0][1]["value"])
         value = produce()

@@ -206,7 +206,8 @@ def step(
 
 def current_step() -> StepInfo:
     """Inside a running step: its key, attempt and idempotency key."""
-    info = CURRENT.get()
-    if type(info) is not StepInfo:
+    mark = CURRENT.get()
+    if type(mark) is not tuple:
         raise UserError("current_step() can only be called inside a running step's body")
-    return info
+    run_id, key, attempt = mark
+    return StepInfo(run_id, key, attempt, f"{run_id}/{key}")

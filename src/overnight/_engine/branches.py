@@ -36,7 +36,7 @@ def _open_group(scope: Scope, name: str, width: int) -> tuple[str, dict[str, Any
     """Assign the group's key and check (or record) its width. Returns (key, last decision)."""
     run = scope.run
     key, pos = scope.assign(name)
-    state = run.journal.visit(scope.prefix, pos, key) if run.journal else None
+    state = run.journal.visit(scope.prefix, pos, key) if run.replaying else None
     if state is None:
         run.write(key, "group", {"pos": pos, "width": width})
         return key, None

@@ -111,6 +111,9 @@ class RunState:
         self.engine = engine
         self.next_seq = journal.next_seq
         self.steps = 0
+        self.max_steps = options.max_steps
+        self.replaying = bool(journal)
+        """Whether there is a journal to replay (False for a fresh run: skip every lookup)."""
         self.signal_cursor = 0
         self.stop: Callable[[], BaseException] | None = None
         self._blobs: dict[str, bytes] = {}
@@ -147,14 +150,11 @@ class RunState:
 
     # -- limits -----------------------------------------------------------------------------
 
-    def count_step(self) -> None:
-        """Count a step call against the run's step budget."""
-        self.steps += 1
-        limit = self.options.max_steps
-        if limit is not None and self.steps > limit:
-            message = f"the run made more than {limit} step calls (max_steps={limit})"
-            self.stop = lambda: BudgetExceeded(message)
-            raise BudgetExceeded(message)
+    def over_budget(self) -> None:
+        """The run made more step calls than `max_steps`: fail it (even if the error is caught)."""
+        message = f"the run made more than {self.max_steps} step calls (max_steps={self.max_steps})"
+        self.stop = lambda: BudgetExceeded(message)
+        raise BudgetExceeded(message)
 
     def now(self) -> float:
         """Wall clock, for engine bookkeeping only (workflow code uses ctx.now())."""

@@ -67,8 +67,11 @@ class Scope:
         return Scope(self.run, prefix, task)
 
 
-CURRENT: ContextVar[Scope | StepInfo | None] = ContextVar("overnight_current", default=None)
-"""In workflow code: the current Scope. In a step body: the step's StepInfo."""
+StepMark = tuple[str, str, int]
+"""(run id, step key, attempt): set while a step's body runs (StepInfo is built on demand)."""
+
+CURRENT: ContextVar[Scope | StepMark | None] = ContextVar("overnight_current", default=None)
+"""In workflow code: the current Scope. In a step body: the step's mark."""
 
 
 def current_scope(what: str) -> Scope:

@@ -1,6 +1,6 @@
 """Executing a step call: replay from the journal, or run it under its effect class and retries.
 
-Journal shape of one step key (first entry carries `pos`, `fp` and `in`):
+Journal shape of one step key (first entry carries `pos` and `in`, the canonical input):
 - pure:      [failed{retry_at}]* done{out}
 - non-pure:  (intent{attempt} failed{retry_at})* intent{attempt} done{out}
 A final `failed{final: true}` ends a step that gave up. An `intent` with nothing after it is
@@ -16,24 +16,16 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from ..errors import SerializationError, StepFailed
 from . import codec
 from .crash import crash_point
 from .journal import Divergence, KeyState
 from .run import Park, RunState
-from .scope import CURRENT, Scope, StepInfo
+from .scope import CURRENT, Scope
 from .waits import wait_until
 
 if TYPE_CHECKING:
     from ..step import Step
-
-
-def fingerprint(name: str, canonical_input: bytes) -> str:
-    """Versioned fingerprint of a call's meaning: its name and canonical input."""
-    digest = hashlib.blake2b(name.encode() + b"\0" + canonical_input, digest_size=12)
-    return f"{codec.CODEC_VERSION}:{digest.hexdigest()}"
 
 
 class StepCall:
@@ -49,10 +41,10 @@ class StepCall:
         self.args = args
 
     def __await__(self) -> Generator[Any, None, Any]:
-        run, spec, key, pos, canonical_input, fp, state, args, kwargs = self.args
+        run, spec, key, pos, canonical_input, state, args, kwargs = self.args
         if state is None and spec.effect == "pure" and spec.timeout is None and run.stop is None:
             # The hot path, without the extra coroutine of _execute.
-            return _first_pure(run, spec, key, pos, canonical_input, fp, args, kwargs).__await__()
+            return _first_pure(run, spec, key, pos, canonical_input, args, kwargs).__await__()
         return _execute(*self.args).__await__()
 
 
@@ -62,11 +54,12 @@ def call_step(
     """Assign the call's key now (call order, not completion order); awaiting runs it."""
     run = scope.run
     key, pos = scope.assign(spec.name)
-    run.count_step()
+    run.steps += 1
+    if run.max_steps is not None and run.steps > run.max_steps:
+        run.over_budget()
     canonical_input = _canonical_input(key, args, kwargs)
-    fp = fingerprint(spec.name, canonical_input)
-    state = run.journal.visit(scope.prefix, pos, key) if run.journal else None
-    return StepCall(run, spec, key, pos, canonical_input, fp, state, args, kwargs)
+    state = run.journal.visit(scope.prefix, pos, key) if run.replaying else None
+    return StepCall(run, spec, key, pos, canonical_input, state, args, kwargs)
 
 
 def _canonical_input(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -126,19 +119,26 @@ def _read(state: KeyState) -> _Replay:
     return r
 
 
-def _check_input(state: KeyState, key: str, fp: str, canonical_input: bytes) -> None:
-    recorded = state.entries[0][1]
-    if not state.strict or recorded.get("fp", fp) == fp:
+def _check_input(state: KeyState, key: str, canonical_input: bytes) -> None:
+    """Park if the call's input differs from the recorded one.
+
+    A step's fingerprint is its canonical input (codec version 1): recorded inline when small,
+    as the SHA-256 of a blob when large. Comparing it is exact, and shows the difference.
+    """
+    recorded = state.entries[0][1].get("in")
+    if not state.strict or recorded is None:
         return
-    before = recorded.get("in")
-    before_text = (
-        "a large value"
-        if isinstance(before, dict) and "$blob" in before
-        else (orjson.dumps(before).decode())
-    )
+    if isinstance(recorded, dict) and "$blob" in recorded:
+        if hashlib.sha256(canonical_input).hexdigest() == recorded["$blob"]:
+            return
+        before = "a large value"
+    else:
+        before = codec.canonical(recorded).decode()
+        if before.encode() == canonical_input:
+            return
     raise Divergence(
         f"step {key!r} is called with a different input than recorded: "
-        f"recorded {_clip(before_text)}, now {_clip(canonical_input.decode())}"
+        f"recorded {_clip(before)}, now {_clip(canonical_input.decode())}"
     )
 
 
@@ -152,7 +152,6 @@ async def _execute(
     key: str,
     pos: int,
     canonical_input: bytes,
-    fp: str,
     state: KeyState | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -160,9 +159,9 @@ async def _execute(
     if run.stop is not None:
         raise run.stop()
     if state is None:
-        header = {"pos": pos, "fp": fp, "in": run.value_field(canonical_input)}
+        header = {"pos": pos, "in": run.value_field(canonical_input)}
         return await _attempts(run, spec, key, header, _Replay(), args, kwargs)
-    _check_input(state, key, fp, canonical_input)
+    _check_input(state, key, canonical_input)
     replay = _read(state)
     if replay.has_done:
         return await run.value(replay.done)
@@ -182,13 +181,12 @@ async def _first_pure(
     key: str,
     pos: int,
     canonical_input: bytes,
-    fp: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
     """The hot path: a pure step without timeout, called for the first time."""
-    fields = {"pos": pos, "fp": fp, "in": run.value_field(canonical_input)}
-    token = CURRENT.set(StepInfo(run.run_id, key, 1, f"{run.run_id}/{key}"))
+    fields = {"pos": pos, "in": run.value_field(canonical_input)}
+    token = CURRENT.set((run.run_id, key, 1))
     try:
         result = await spec.fn(*args, **kwargs)
     except Exception as exc:
@@ -253,7 +251,7 @@ async def _attempts(
 ) -> Any:
     """Run the step's body until it succeeds or gives up, journaling every attempt.
 
-    `fields` starts with the key's header (pos, fp, in) when nothing is journaled under the key
+    `fields` starts with the key's header (pos, in) when nothing is journaled under the key
     yet; the first entry written takes it.
     """
     failures, invocations, retry_at = replay.failures, replay.invocations, replay.retry_at
@@ -271,7 +269,7 @@ async def _attempts(
             fields = {}
             await run.commit()  # barrier: the intent is durable before the effect starts
             crash_point("after_intent")
-        token = CURRENT.set(StepInfo(run.run_id, key, invocations, f"{run.run_id}/{key}"))
+        token = CURRENT.set((run.run_id, key, invocations))
         try:
             if spec.timeout is None:
                 result = await spec.fn(*args, **kwargs)
@@ -318,8 +316,7 @@ async def _resolve_in_doubt(
     if spec.effect == "reconcilable" and spec.lookup_fn is not None:
         from ..step import Found, NotFound, Unknown
 
-        info = StepInfo(run.run_id, key, replay.invocations, idempotency_key)
-        token = CURRENT.set(info)
+        token = CURRENT.set((run.run_id, key, replay.invocations))
         try:
             answer = await spec.lookup_fn(idempotency_key, *args, **kwargs)
         finally:

@@ -41,7 +41,7 @@ async def sleep(scope: Scope, seconds: float) -> None:
     """Durable sleep: survives restarts; the deadline is fixed when first reached."""
     run = scope.run
     key, pos = scope.assign("sleep")
-    state = run.journal.visit(scope.prefix, pos, key) if run.journal else None
+    state = run.journal.visit(scope.prefix, pos, key) if run.replaying else None
     if state is not None:
         last = state.last("timer")
         if last is not None and last.get("fired"):
@@ -71,7 +71,7 @@ async def wait_signal(scope: Scope, name: str, timeout: float | None) -> Any:
     run = scope.run
     validate_name(name, "signal")
     key, pos = scope.assign(f"signal:{name}")
-    state = run.journal.visit(scope.prefix, pos, key) if run.journal else None
+    state = run.journal.visit(scope.prefix, pos, key) if run.replaying else None
     due: float | None = None
     header: dict[str, Any] = {"pos": pos}
     if state is not None:
@@ -117,7 +117,7 @@ class ChildHandle:
     async def result(self) -> Any:
         """The child's output; raises ChildFailed if it did not complete."""
         run = self._run
-        state = run.journal.records.get(self._key) if run.journal else None
+        state = run.journal.records.get(self._key) if run.replaying else None
         ended = state.last("child") if state is not None else None
         if ended is not None and "status" in ended:
             value = await run.value(ended["out"]) if "out" in ended else None
@@ -150,7 +150,7 @@ async def start_child(
     """Start a child run once (its id is derived from the call's key, so a replay finds it)."""
     run = scope.run
     key, pos = scope.assign(f"child:{workflow.name}")
-    state = run.journal.visit(scope.prefix, pos, key) if run.journal else None
+    state = run.journal.visit(scope.prefix, pos, key) if run.replaying else None
     if state is not None:
         return ChildHandle(run, key, state.entries[0][1]["run_id"])
     child_id = run_id or f"{run.run_id}/{key}"
