@@ -723,16 +723,16 @@ def test_trees_written_by_the_previous_encoding_still_decode() -> None:
 
 def test_missing_class_in_journal_raises_naming_the_class() -> None:
     data = codec.dumps(Point(1, 2)).replace(b"test_codec:Point", b"test_codec:Gone")
-    with pytest.raises(SerializationError, match=r"'test_codec:Gone'.*does not import"):
+    with pytest.raises(SerializationError, match=r"test_codec:Gone'.*does not import"):
         codec.loads(data)
     data = codec.dumps([Colour.RED]).replace(b"test_codec:", b"no_such_module_xyz:")
-    with pytest.raises(SerializationError, match=r"'no_such_module_xyz:Colour'"):
+    with pytest.raises(SerializationError, match=r"no_such_module_xyz:Colour'"):
         codec.loads(data)
 
 
 def test_missing_enum_member_in_journal_raises_naming_the_class() -> None:
     data = codec.dumps(Colour.RED).replace(b'"RED"', b'"GREEN"')
-    with pytest.raises(SerializationError, match=r"'GREEN' of 'test_codec:Colour'"):
+    with pytest.raises(SerializationError, match=r"'GREEN' of '(tests\.)?test_codec:Colour'"):
         codec.loads(data)
 
 

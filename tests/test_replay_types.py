@@ -21,7 +21,8 @@ from overnight import Context, Engine, StepFailed, step, workflow
 from overnight.errors import SerializationError
 from overnight.store import MemoryStore, Store
 from overnight.store.sqlite import SqliteStore
-from test_codec import assert_same, values
+
+from .test_codec import assert_same, values
 
 # What `produce` returns and how often it ran, by token (the run id): a step's arguments must
 # be journalable, so the generated value is handed over through this module instead.
@@ -144,7 +145,7 @@ async def test_unserialisable_step_result_fails_that_step(engine: Engine) -> Non
 
 async def test_unserialisable_step_argument_raises_at_the_call(engine: Engine) -> None:
     message = await engine.run(passes_bad_argument, run_id="bad-in")
-    assert message.startswith("step 'takes_anything#1' arguments[0][0]['client'][0]: "), message
+    assert message.startswith("step 'takes_anything#1' argument 1['client'][0]: "), message
     assert "test_replay_types.Handle" in message
     assert "build clients and connections inside the step" in message
     assert not [e for e in await engine.journal("bad-in") if e.key == "takes_anything#1"]

@@ -74,12 +74,12 @@ def _canonical_input(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
             else:
                 encoded.append(codec.encode(arg, f"step {key!r} argument {i + 1}"))
         named = codec.encode(kwargs, f"step {key!r} arguments") if kwargs else {}
+        return codec.canonical([encoded, named])
     except SerializationError as exc:
         raise SerializationError(
             f"{exc}. Pass a step only values the journal can hold; build clients and "
             "connections inside the step"
         ) from None
-    return codec.canonical([encoded, named])
 
 
 @dataclass(slots=True)
