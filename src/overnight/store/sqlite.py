@@ -96,7 +96,7 @@ class _Batch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.entries: list[tuple[Lease, Sequence[Entry]]] = []
-        self.blobs: dict[str, bytes] = {}
+        self.blobs: list[tuple[Lease, dict[str, bytes]]] = []
         self.ops: list[tuple[Lease | None, Op, asyncio.Future[Any]]] = []
         self.done: asyncio.Future[None] = loop.create_future()
 
@@ -195,11 +195,20 @@ class SqliteStore:
             ]
             if rows:
                 conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
-            if batch.blobs:
-                conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", batch.blobs.items())
+            blobs = {
+                digest: data
+                for lease, items in batch.blobs
+                if (lease.run_id, lease.epoch) in valid
+                for digest, data in items.items()
+            }
+            if blobs:
+                conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", blobs.items())
             results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
             for lease, op, future in batch.ops:
-                if lease is not None and (lease.run_id, lease.epoch) not in valid:
+                # Checked when the op runs, not with the entries: an earlier op of this batch
+                # (a takeover, a cancel, a control) may have fenced this lease.
+                if lease is not None and not _holds(conn, lease):
+                    self._stale.add((lease.run_id, lease.epoch))
                     results.append((future, None, StaleLeaseError(lease.run_id, lease.epoch)))
                     continue
                 conn.execute("SAVEPOINT op")
@@ -240,8 +249,9 @@ class SqliteStore:
                 wake()
 
     def _valid_leases(self, conn: sqlite3.Connection, batch: _Batch) -> set[tuple[str, int]]:
+        """The leases of the batch's entries that hold their run as the transaction starts."""
         leases = {lease for lease, _ in batch.entries}
-        leases.update(lease for lease, _, _ in batch.ops if lease is not None)
+        leases.update(lease for lease, _ in batch.blobs)
         if not leases:
             return set()
         current: dict[str, tuple[int, str]] = {}
@@ -270,13 +280,20 @@ class SqliteStore:
         batch = self._current()
         batch.entries.append((lease, entries))
         if blobs:
-            batch.blobs.update(blobs)
+            batch.blobs.append((lease, dict(blobs)))
 
     async def commit(self, lease: Lease) -> None:
         batch = self._batch
         if batch is not None:
             await asyncio.shield(batch.done)
-        if (lease.run_id, lease.epoch) in self._stale:
+        key = (lease.run_id, lease.epoch)
+        if key in self._stale:
+            raise StaleLeaseError(lease.run_id, lease.epoch)
+        # The batch checked the lease when it started; it may have been taken over since (by an
+        # op of that batch, or another process), and a caller with nothing buffered was never
+        # checked at all. A read of one row tells.
+        if not _holds(self.conn, lease):
+            self._stale.add(key)
             raise StaleLeaseError(lease.run_id, lease.epoch)
 
     async def finish(
@@ -564,6 +581,12 @@ def _append_unowned(
         "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
         [(run_id, next_seq + i, key, kind, data) for i, (key, kind, data) in enumerate(entries)],
     )
+
+
+def _holds(conn: sqlite3.Connection, lease: Lease) -> bool:
+    """Whether the lease still holds its run (current epoch, running)."""
+    row = conn.execute("SELECT epoch, status FROM runs WHERE id = ?", (lease.run_id,)).fetchone()
+    return row is not None and row[0] == lease.epoch and row[1] == "running"
 
 
 def _wake_parent(tx: _Tx, run_id: str, now: float) -> None:
