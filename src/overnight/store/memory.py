@@ -146,17 +146,23 @@ class MemoryStore:
             return dataclasses.replace(run)
         if run.status == "running" and run.due_at is not None and run.due_at > now:
             run.cancel_requested = True
+            run.updated_at = now
         else:
-            journal = self._journals[run_id]
-            journal.append(Entry(len(journal), "", "output", cancelled_output()))
-            run.status = "cancelled"
-            run.error = CANCELLED_ERROR
-            run.epoch += 1
-            run.owner = None
-            self._set_due(run, None)
-            self._wake_parent(run, now)
-        run.updated_at = now
+            self._cancel(run, now)
         return dataclasses.replace(run)
+
+    def _cancel(self, run: RunRecord, now: float) -> None:
+        """End a run no worker holds as cancelled, fencing whoever held it last."""
+        journal = self._journals[run.id]
+        journal.append(Entry(len(journal), "", "output", cancelled_output()))
+        run.status = "cancelled"
+        run.error = CANCELLED_ERROR
+        run.epoch += 1
+        run.owner = None
+        run.cancel_requested = False
+        run.updated_at = now
+        self._set_due(run, None)
+        self._wake_parent(run, now)
 
     async def control(
         self, run_id: str, entries: Sequence[tuple[str, EntryKind, bytes]], *, now: float
@@ -272,6 +278,11 @@ class MemoryStore:
         now: float,
     ) -> None:
         run = self._held(lease)
+        if run.cancel_requested:
+            # Cancellation was asked after the worker's last renewal: it suspends without
+            # knowing. The run is no longer held, so the request takes effect now.
+            self._cancel(run, now)
+            return
         run.status = status
         run.owner = None
         run.note = note

@@ -329,6 +329,14 @@ class SqliteStore:
         now: float,
     ) -> None:
         def op(tx: _Tx) -> None:
+            (cancel_requested,) = tx.conn.execute(
+                "SELECT cancel_requested FROM runs WHERE id = ?", (lease.run_id,)
+            ).fetchone()
+            if cancel_requested:
+                # Cancellation was asked after the worker's last renewal: it suspends without
+                # knowing. The run is no longer held, so the request takes effect now.
+                _cancel(tx, lease.run_id, now)
+                return
             due: float | None
             if status == "queued":
                 due = wait.timer if wait is not None and wait.timer is not None else now
@@ -457,13 +465,7 @@ class SqliteStore:
                     (now, run_id),
                 )
                 return _get(conn, run_id)
-            _append_unowned(conn, run_id, [("", "output", cancelled_output())])
-            conn.execute(
-                "UPDATE runs SET status = 'cancelled', error = ?, epoch = epoch + 1, "
-                "owner = NULL, due_at = NULL, updated_at = ? WHERE id = ?",
-                (CANCELLED_ERROR, now, run_id),
-            )
-            _wake_parent(tx, run_id, now)
+            _cancel(tx, run_id, now)
             return _get(conn, run_id)
 
         result: RunRecord = await self._submit(op)
@@ -587,6 +589,17 @@ def _holds(conn: sqlite3.Connection, lease: Lease) -> bool:
     """Whether the lease still holds its run (current epoch, running)."""
     row = conn.execute("SELECT epoch, status FROM runs WHERE id = ?", (lease.run_id,)).fetchone()
     return row is not None and row[0] == lease.epoch and row[1] == "running"
+
+
+def _cancel(tx: _Tx, run_id: str, now: float) -> None:
+    """End a run no worker holds as cancelled, fencing whoever held it last."""
+    _append_unowned(tx.conn, run_id, [("", "output", cancelled_output())])
+    tx.conn.execute(
+        "UPDATE runs SET status = 'cancelled', error = ?, epoch = epoch + 1, owner = NULL, "
+        "cancel_requested = 0, due_at = NULL, updated_at = ? WHERE id = ?",
+        (CANCELLED_ERROR, now, run_id),
+    )
+    _wake_parent(tx, run_id, now)
 
 
 def _wake_parent(tx: _Tx, run_id: str, now: float) -> None:
