@@ -367,33 +367,39 @@ class SqliteStore:
     ) -> list[RunRecord]:
         def op(tx: _Tx) -> list[RunRecord]:
             conn = tx.conn
-            rows = conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE due_at <= ? ORDER BY due_at LIMIT ?",
-                (now, limit),
-            ).fetchall()
-            claimed = []
-            for row in rows:
-                run = _record(row)
-                if run.status == "running":
-                    run.recoveries += 1
-                    if run.recoveries > max_recoveries:
-                        conn.execute(
-                            "UPDATE runs SET status = 'dead', owner = NULL, epoch = epoch + 1, "
-                            "recoveries = ?, error = ?, due_at = NULL, updated_at = ? WHERE id = ?",
-                            (run.recoveries, dead_error(run.recoveries), now, run.id),
-                        )
-                        _wake_parent(tx, run.id, now)
-                        continue
-                run.status, run.owner = "running", owner
-                run.epoch += 1
-                run.attempts += 1
-                run.due_at, run.updated_at = now + lease_seconds, now
-                conn.execute(
-                    "UPDATE runs SET status = 'running', owner = ?, epoch = ?, attempts = ?, "
-                    "recoveries = ?, due_at = ?, updated_at = ? WHERE id = ?",
-                    (owner, run.epoch, run.attempts, run.recoveries, run.due_at, now, run.id),
-                )
-                claimed.append(run)
+            claimed: list[RunRecord] = []
+            while len(claimed) < limit:
+                rows = conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+                    (now, limit - len(claimed)),
+                ).fetchall()
+                died = False
+                for row in rows:
+                    run = _record(row)
+                    if run.status == "running":
+                        run.recoveries += 1
+                        if run.recoveries > max_recoveries:
+                            conn.execute(
+                                "UPDATE runs SET status = 'dead', owner = NULL, "
+                                "epoch = epoch + 1, recoveries = ?, error = ?, due_at = NULL, "
+                                "updated_at = ? WHERE id = ?",
+                                (run.recoveries, dead_error(run.recoveries), now, run.id),
+                            )
+                            _wake_parent(tx, run.id, now)
+                            died = True
+                            continue
+                    run.status, run.owner = "running", owner
+                    run.epoch += 1
+                    run.attempts += 1
+                    run.due_at, run.updated_at = now + lease_seconds, now
+                    conn.execute(
+                        "UPDATE runs SET status = 'running', owner = ?, epoch = ?, attempts = ?, "
+                        "recoveries = ?, due_at = ?, updated_at = ? WHERE id = ?",
+                        (owner, run.epoch, run.attempts, run.recoveries, run.due_at, now, run.id),
+                    )
+                    claimed.append(run)
+                if not died:
+                    break  # a run moved to dead leaves its slot to the next due run
             return claimed
 
         result: list[RunRecord] = await self._submit(op)
