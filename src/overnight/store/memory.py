@@ -320,7 +320,8 @@ class MemoryStore:
         self, run_id: str, *, after_seq: int = -1, limit: int = 1000
     ) -> list[Entry]:
         journal = self._journals.get(run_id, [])
-        return journal[after_seq + 1 : after_seq + 1 + limit]
+        start = max(after_seq + 1, 0)
+        return journal[start : start + max(limit, 0)]
 
     async def get_blob(self, digest: str) -> bytes:
         try:
