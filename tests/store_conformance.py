@@ -98,14 +98,23 @@ async def get(store: Store, run_id: str) -> RunRecord:
     return record
 
 
-async def rejects_stale_append(store: Store, lease: Lease, entries: Sequence[Entry]) -> None:
-    """A stale lease's append raises at once, or its commit does (the protocol allows both)."""
+async def rejects_append(
+    store: Store,
+    lease: Lease,
+    entries: Sequence[Entry],
+    error: type[StoreError] = StaleLeaseError,
+) -> None:
+    """An append refused by `error`: at once, or at its commit (the protocol allows both)."""
     try:
         store.append(lease, entries, {})
-    except StaleLeaseError:
+    except error:
         return
-    with pytest.raises(StaleLeaseError):
+    with pytest.raises(error):
         await store.commit(lease)
+
+
+async def rejects_stale_append(store: Store, lease: Lease, entries: Sequence[Entry]) -> None:
+    await rejects_append(store, lease, entries, StaleLeaseError)
 
 
 async def suspend(
@@ -358,6 +367,29 @@ class StoreConformance:
         assert await store.read_journal("r1", after_seq=-1, limit=3) == entries[:3]
         assert await store.read_journal("r1", after_seq=-10, limit=2) == entries[:2]
         assert await store.read_journal("r1", limit=0) == []
+
+    @pytest.mark.parametrize(
+        ("label", "seqs"), [("a gap", [1, 3]), ("a repeat", [0]), ("out of order", [2, 1])]
+    )
+    async def test_an_append_that_does_not_follow_the_journal_is_refused_alone(
+        self, store: Store, label: str, seqs: list[int]
+    ) -> None:
+        """Two writers, or a confused one: refused, without failing other runs' writes."""
+        good = await start_running(store, "good", now=T)
+        bad = await start_running(store, "bad", now=T)
+        await write(store, bad, [entry(0)])
+        store.append(good, [entry(0, "good#1")], {})  # commits together with the bad append
+        await rejects_append(store, bad, [entry(seq, "bad#2") for seq in seqs], StoreError)
+        await store.commit(good)
+        await write(store, good, [entry(1, "good#2")])
+        assert [e.key for e in await journal(store, "good")] == ["good#1", "good#2"]
+        assert [e.seq for e in await journal(store, "bad")] == [0]
+        # The confused writer is stopped: nothing more it writes lands.
+        await rejects_append(store, bad, [entry(1)], StoreError)
+        with pytest.raises(StoreError):
+            await finish(store, bad, now=T + 1)
+        assert (await get(store, "bad")).status == "running"
+        assert [e.seq for e in await journal(store, "bad")] == [0]
 
     async def test_read_journal_pages_through_everything(self, store: Store) -> None:
         lease = await start_running(store, "r1")

@@ -30,6 +30,7 @@ from .common import (
     cancelled_output,
     dead_error,
     encode_wait,
+    out_of_order,
     wait_children,
     wait_signals,
 )
@@ -45,6 +46,8 @@ class MemoryStore:
         self._signals: dict[str, list[Signal]] = {}
         self._signal_ids: set[tuple[str, str]] = set()
         self._blobs: dict[str, bytes] = {}
+        self._refused: dict[tuple[str, int], str] = {}
+        """Leases whose append did not follow the journal: every later write of theirs fails."""
         self._due: list[tuple[float, int, str]] = []
         self._tiebreak = itertools.count()
         self._signal_seq = itertools.count(1)
@@ -68,6 +71,9 @@ class MemoryStore:
                     wake()
 
     def _held(self, lease: Lease) -> RunRecord:
+        refused = self._refused.get((lease.run_id, lease.epoch))
+        if refused is not None:
+            raise StoreError(refused)
         run = self._runs.get(lease.run_id)
         if run is None or run.epoch != lease.epoch or run.status != "running":
             raise StaleLeaseError(lease.run_id, lease.epoch)
@@ -232,13 +238,12 @@ class MemoryStore:
     def append(self, lease: Lease, entries: Sequence[Entry], blobs: dict[str, bytes]) -> None:
         self._held(lease)
         journal = self._journals[lease.run_id]
-        for entry in entries:
-            if entry.seq != len(journal):
-                raise StoreError(
-                    f"run {lease.run_id!r}: journal entry seq {entry.seq} does not follow "
-                    f"{len(journal) - 1}; two writers?"
-                )
-            journal.append(entry)
+        for i, entry in enumerate(entries):
+            if entry.seq != len(journal) + i:
+                message = out_of_order(lease.run_id, entry.seq, len(journal) + i - 1)
+                self._refused[(lease.run_id, lease.epoch)] = message
+                raise StoreError(message)
+        journal.extend(entries)
         if blobs:
             self._blobs.update(blobs)
 

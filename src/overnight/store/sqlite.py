@@ -37,6 +37,7 @@ from .common import (
     cancelled_output,
     dead_error,
     encode_wait,
+    out_of_order,
     wait_children,
     wait_signals,
 )
@@ -122,6 +123,8 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._batch: _Batch | None = None
         self._stale: set[tuple[str, int]] = set()
+        self._refused: dict[tuple[str, int], str] = {}
+        """Leases whose append did not follow the journal: every later write of theirs fails."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -187,24 +190,24 @@ class SqliteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             valid = self._valid_leases(conn, batch)
-            rows = [
-                (lease.run_id, e.seq, e.key, e.kind, e.data)
-                for lease, entries in batch.entries
-                if (lease.run_id, lease.epoch) in valid
-                for e in entries
-            ]
+            rows = self._journal_rows(conn, batch, valid)
             if rows:
                 conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
             blobs = {
                 digest: data
                 for lease, items in batch.blobs
                 if (lease.run_id, lease.epoch) in valid
+                and (lease.run_id, lease.epoch) not in self._refused
                 for digest, data in items.items()
             }
             if blobs:
                 conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", blobs.items())
             results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
             for lease, op, future in batch.ops:
+                if lease is not None and (lease.run_id, lease.epoch) in self._refused:
+                    message = self._refused[(lease.run_id, lease.epoch)]
+                    results.append((future, None, StoreError(message)))
+                    continue
                 # Checked when the op runs, not with the entries: an earlier op of this batch
                 # (a takeover, a cancel, a control) may have fenced this lease.
                 if lease is not None and not _holds(conn, lease):
@@ -248,6 +251,32 @@ class SqliteStore:
             for wake in self.wakeups:
                 wake()
 
+    def _journal_rows(
+        self, conn: sqlite3.Connection, batch: _Batch, valid: set[tuple[str, int]]
+    ) -> list[tuple[str, int, str, str, bytes]]:
+        """Rows of the valid leases' entries; an append that does not continue its run's
+        journal is refused (its lease writes nothing more), without failing the others."""
+        rows: list[tuple[str, int, str, str, bytes]] = []
+        next_seq: dict[str, int] = {}
+        for lease, entries in batch.entries:
+            key = (lease.run_id, lease.epoch)
+            if key not in valid or key in self._refused:
+                continue
+            expected = next_seq.get(lease.run_id)
+            if expected is None:
+                (expected,) = conn.execute(
+                    "SELECT COALESCE(MAX(seq), -1) + 1 FROM entries WHERE run_id = ?",
+                    (lease.run_id,),
+                ).fetchone()
+            for i, e in enumerate(entries):
+                if e.seq != expected + i:
+                    self._refused[key] = out_of_order(lease.run_id, e.seq, expected + i - 1)
+                    break
+            else:
+                rows.extend((lease.run_id, e.seq, e.key, e.kind, e.data) for e in entries)
+                next_seq[lease.run_id] = expected + len(entries)
+        return rows
+
     def _valid_leases(self, conn: sqlite3.Connection, batch: _Batch) -> set[tuple[str, int]]:
         """The leases of the batch's entries that hold their run as the transaction starts."""
         leases = {lease for lease, _ in batch.entries}
@@ -275,7 +304,10 @@ class SqliteStore:
     # -- worker writes --------------------------------------------------------------------------
 
     def append(self, lease: Lease, entries: Sequence[Entry], blobs: dict[str, bytes]) -> None:
-        if (lease.run_id, lease.epoch) in self._stale:
+        key = (lease.run_id, lease.epoch)
+        if key in self._refused:
+            raise StoreError(self._refused[key])
+        if key in self._stale:
             raise StaleLeaseError(lease.run_id, lease.epoch)
         batch = self._current()
         batch.entries.append((lease, entries))
@@ -287,6 +319,8 @@ class SqliteStore:
         if batch is not None:
             await asyncio.shield(batch.done)
         key = (lease.run_id, lease.epoch)
+        if key in self._refused:
+            raise StoreError(self._refused[key])
         if key in self._stale:
             raise StaleLeaseError(lease.run_id, lease.epoch)
         # The batch checked the lease when it started; it may have been taken over since (by an
