@@ -14,7 +14,13 @@ from overnight.store.sqlite import SqliteStore
 
 
 async def main(path: str) -> None:
-    engine = Engine(SqliteStore(path), poll_seconds=0.02, lease_seconds=1.0, drain_seconds=2.0)
+    engine = Engine(
+        SqliteStore(path),
+        poll_seconds=0.02,
+        lease_seconds=5.0,  # long enough that a slow machine keeps it...
+        heartbeat_seconds=0.1,  # ...while a cancel request is learnt quickly
+        drain_seconds=2.0,
+    )
     await engine.serve()
 
 
