@@ -1036,9 +1036,8 @@ class _Shaper:
     """Makes what store calls return comparable between backends.
 
     `waiting` is compared as the JSON it holds, not as bytes. A signal's `seq` only orders
-    signals, and a backend may skip numbers (as a database
-    sequence does), so seqs are compared by rank: the n-th signal sent gets n, in signals and
-    in the cursor a waiting run keeps.
+    signals, and a backend may skip numbers (as a database sequence does), so seqs are compared
+    by rank: the n-th signal sent gets n, in signals and in the cursor a waiting run keeps.
     """
 
     def __init__(self) -> None:
