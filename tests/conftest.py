@@ -11,6 +11,9 @@ from overnight import Engine
 from overnight.store import MemoryStore, Store
 from overnight.store.sqlite import SqliteStore
 
+# The conformance suite lives in a helper module: have pytest explain its failed asserts too.
+pytest.register_assert_rewrite("tests.store_conformance")
+
 
 @pytest.fixture(params=["memory", "sqlite"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:

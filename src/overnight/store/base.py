@@ -227,10 +227,14 @@ class Store(Protocol):
         """Buffer journal entries (and the blobs they reference) for the next commit.
 
         May raise `StaleLeaseError` at once if the store already knows the lease is stale.
+        Entries must continue the run's journal (seqs next in line); an append that does not is
+        refused with `StoreError`, at once or at its commit, and nothing more from that lease is
+        accepted (its owner is confused; the run is taken over when the lease expires).
         """
 
     async def commit(self, lease: Lease) -> None:
-        """Return once everything buffered so far is durable; raise if this lease is stale."""
+        """Return once everything buffered so far is durable; raise if this lease is stale
+        (or an append of it was refused), whether or not it buffered anything."""
 
     async def finish(
         self,
@@ -253,7 +257,11 @@ class Store(Protocol):
         note: str | None,
         now: float,
     ) -> None:
-        """Release the lease: wait for `wait`, park for a person, or requeue (drain)."""
+        """Release the lease: wait for `wait`, park for a person, or requeue (drain).
+
+        If cancellation was requested since the worker's last renewal, the run is cancelled
+        instead (as `request_cancel` does for a run no worker holds), so the request is not lost.
+        """
 
     async def read_journal(
         self, run_id: str, *, after_seq: int = -1, limit: int = 1000

@@ -29,6 +29,14 @@ def cancelled_output() -> bytes:
     return orjson.dumps({"status": "cancelled", "error": orjson.loads(CANCELLED_ERROR)})
 
 
+def out_of_order(run_id: str, seq: int, last: int) -> str:
+    """Why an append was refused: its entries do not continue the run's journal."""
+    return (
+        f"run {run_id!r}: journal entry seq {seq} does not follow {last}; two writers? This "
+        "worker stops writing to the run; another takes it over when the lease expires"
+    )
+
+
 def encode_wait(wait: Wait | None) -> bytes | None:
     """The `waiting` column: what a waiting run waits for."""
     if wait is None:

@@ -31,6 +31,7 @@ from .common import (
     cancelled_output,
     dead_error,
     encode_wait,
+    out_of_order,
     wait_children,
     wait_signals,
 )
@@ -53,6 +54,8 @@ class MemoryStore:
         self._signals: dict[str, list[Signal]] = {}
         self._signal_ids: set[tuple[str, str]] = set()
         self._blobs: dict[str, bytes] = {}
+        self._refused: dict[tuple[str, int], str] = {}
+        """Leases whose append did not follow the journal: every later write of theirs fails."""
         self._due: list[tuple[float, int, str]] = []
         self._tiebreak = itertools.count()
         self._signal_seq = itertools.count(1)
@@ -76,6 +79,9 @@ class MemoryStore:
                     wake()
 
     def _held(self, lease: Lease) -> RunRecord:
+        refused = self._refused.get((lease.run_id, lease.epoch))
+        if refused is not None:
+            raise StoreError(refused)
         run = self._runs.get(lease.run_id)
         if run is None or run.epoch != lease.epoch or run.status != "running":
             raise StaleLeaseError(lease.run_id, lease.epoch)
@@ -154,17 +160,23 @@ class MemoryStore:
             return _copy(run)
         if run.status == "running" and run.due_at is not None and run.due_at > now:
             run.cancel_requested = True
+            run.updated_at = now
         else:
-            journal = self._journals[run_id]
-            journal.append(Entry(len(journal), "", "output", cancelled_output()))
-            run.status = "cancelled"
-            run.error = CANCELLED_ERROR
-            run.epoch += 1
-            run.owner = None
-            self._set_due(run, None)
-            self._wake_parent(run, now)
-        run.updated_at = now
+            self._cancel(run, now)
         return _copy(run)
+
+    def _cancel(self, run: RunRecord, now: float) -> None:
+        """End a run no worker holds as cancelled, fencing whoever held it last."""
+        journal = self._journals[run.id]
+        journal.append(Entry(len(journal), "", "output", cancelled_output()))
+        run.status = "cancelled"
+        run.error = CANCELLED_ERROR
+        run.epoch += 1
+        run.owner = None
+        run.cancel_requested = False
+        run.updated_at = now
+        self._set_due(run, None)
+        self._wake_parent(run, now)
 
     async def control(
         self, run_id: str, entries: Sequence[tuple[str, EntryKind, bytes]], *, now: float
@@ -234,13 +246,12 @@ class MemoryStore:
     def append(self, lease: Lease, entries: Sequence[Entry], blobs: dict[str, bytes]) -> None:
         self._held(lease)
         journal = self._journals[lease.run_id]
-        for entry in entries:
-            if entry.seq != len(journal):
-                raise StoreError(
-                    f"run {lease.run_id!r}: journal entry seq {entry.seq} does not follow "
-                    f"{len(journal) - 1}; two writers?"
-                )
-            journal.append(entry)
+        for i, entry in enumerate(entries):
+            if entry.seq != len(journal) + i:
+                message = out_of_order(lease.run_id, entry.seq, len(journal) + i - 1)
+                self._refused[(lease.run_id, lease.epoch)] = message
+                raise StoreError(message)
+        journal.extend(entries)
         if blobs:
             self._blobs.update(blobs)
 
@@ -280,6 +291,11 @@ class MemoryStore:
         now: float,
     ) -> None:
         run = self._held(lease)
+        if run.cancel_requested:
+            # Cancellation was asked after the worker's last renewal: it suspends without
+            # knowing. The run is no longer held, so the request takes effect now.
+            self._cancel(run, now)
+            return
         run.status = status
         run.owner = None
         run.note = note
@@ -317,7 +333,8 @@ class MemoryStore:
         self, run_id: str, *, after_seq: int = -1, limit: int = 1000
     ) -> list[Entry]:
         journal = self._journals.get(run_id, [])
-        return journal[after_seq + 1 : after_seq + 1 + limit]
+        start = max(after_seq + 1, 0)
+        return journal[start : start + max(limit, 0)]
 
     async def get_blob(self, digest: str) -> bytes:
         try:

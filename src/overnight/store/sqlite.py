@@ -37,6 +37,7 @@ from .common import (
     cancelled_output,
     dead_error,
     encode_wait,
+    out_of_order,
     wait_children,
     wait_signals,
 )
@@ -96,7 +97,7 @@ class _Batch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.entries: list[tuple[Lease, Sequence[Entry]]] = []
-        self.blobs: dict[str, bytes] = {}
+        self.blobs: list[tuple[Lease, dict[str, bytes]]] = []
         self.ops: list[tuple[Lease | None, Op, asyncio.Future[Any]]] = []
         self.done: asyncio.Future[None] = loop.create_future()
 
@@ -122,6 +123,8 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._batch: _Batch | None = None
         self._stale: set[tuple[str, int]] = set()
+        self._refused: dict[tuple[str, int], str] = {}
+        """Leases whose append did not follow the journal: every later write of theirs fails."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -187,19 +190,28 @@ class SqliteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             valid = self._valid_leases(conn, batch)
-            rows = [
-                (lease.run_id, e.seq, e.key, e.kind, e.data)
-                for lease, entries in batch.entries
-                if (lease.run_id, lease.epoch) in valid
-                for e in entries
-            ]
+            rows = self._journal_rows(conn, batch, valid)
             if rows:
                 conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
-            if batch.blobs:
-                conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", batch.blobs.items())
+            blobs = {
+                digest: data
+                for lease, items in batch.blobs
+                if (lease.run_id, lease.epoch) in valid
+                and (lease.run_id, lease.epoch) not in self._refused
+                for digest, data in items.items()
+            }
+            if blobs:
+                conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", blobs.items())
             results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
             for lease, op, future in batch.ops:
-                if lease is not None and (lease.run_id, lease.epoch) not in valid:
+                if lease is not None and (lease.run_id, lease.epoch) in self._refused:
+                    message = self._refused[(lease.run_id, lease.epoch)]
+                    results.append((future, None, StoreError(message)))
+                    continue
+                # Checked when the op runs, not with the entries: an earlier op of this batch
+                # (a takeover, a cancel, a control) may have fenced this lease.
+                if lease is not None and not _holds(conn, lease):
+                    self._stale.add((lease.run_id, lease.epoch))
                     results.append((future, None, StaleLeaseError(lease.run_id, lease.epoch)))
                     continue
                 conn.execute("SAVEPOINT op")
@@ -239,9 +251,36 @@ class SqliteStore:
             for wake in self.wakeups:
                 wake()
 
+    def _journal_rows(
+        self, conn: sqlite3.Connection, batch: _Batch, valid: set[tuple[str, int]]
+    ) -> list[tuple[str, int, str, str, bytes]]:
+        """Rows of the valid leases' entries; an append that does not continue its run's
+        journal is refused (its lease writes nothing more), without failing the others."""
+        rows: list[tuple[str, int, str, str, bytes]] = []
+        next_seq: dict[str, int] = {}
+        for lease, entries in batch.entries:
+            key = (lease.run_id, lease.epoch)
+            if key not in valid or key in self._refused:
+                continue
+            expected = next_seq.get(lease.run_id)
+            if expected is None:
+                (expected,) = conn.execute(
+                    "SELECT COALESCE(MAX(seq), -1) + 1 FROM entries WHERE run_id = ?",
+                    (lease.run_id,),
+                ).fetchone()
+            for i, e in enumerate(entries):
+                if e.seq != expected + i:
+                    self._refused[key] = out_of_order(lease.run_id, e.seq, expected + i - 1)
+                    break
+            else:
+                rows.extend((lease.run_id, e.seq, e.key, e.kind, e.data) for e in entries)
+                next_seq[lease.run_id] = expected + len(entries)
+        return rows
+
     def _valid_leases(self, conn: sqlite3.Connection, batch: _Batch) -> set[tuple[str, int]]:
+        """The leases of the batch's entries that hold their run as the transaction starts."""
         leases = {lease for lease, _ in batch.entries}
-        leases.update(lease for lease, _, _ in batch.ops if lease is not None)
+        leases.update(lease for lease, _ in batch.blobs)
         if not leases:
             return set()
         current: dict[str, tuple[int, str]] = {}
@@ -265,18 +304,30 @@ class SqliteStore:
     # -- worker writes --------------------------------------------------------------------------
 
     def append(self, lease: Lease, entries: Sequence[Entry], blobs: dict[str, bytes]) -> None:
-        if (lease.run_id, lease.epoch) in self._stale:
+        key = (lease.run_id, lease.epoch)
+        if key in self._refused:
+            raise StoreError(self._refused[key])
+        if key in self._stale:
             raise StaleLeaseError(lease.run_id, lease.epoch)
         batch = self._current()
         batch.entries.append((lease, entries))
         if blobs:
-            batch.blobs.update(blobs)
+            batch.blobs.append((lease, dict(blobs)))
 
     async def commit(self, lease: Lease) -> None:
         batch = self._batch
         if batch is not None:
             await asyncio.shield(batch.done)
-        if (lease.run_id, lease.epoch) in self._stale:
+        key = (lease.run_id, lease.epoch)
+        if key in self._refused:
+            raise StoreError(self._refused[key])
+        if key in self._stale:
+            raise StaleLeaseError(lease.run_id, lease.epoch)
+        # The batch checked the lease when it started; it may have been taken over since (by an
+        # op of that batch, or another process), and a caller with nothing buffered was never
+        # checked at all. A read of one row tells.
+        if not _holds(self.conn, lease):
+            self._stale.add(key)
             raise StaleLeaseError(lease.run_id, lease.epoch)
 
     async def finish(
@@ -312,6 +363,14 @@ class SqliteStore:
         now: float,
     ) -> None:
         def op(tx: _Tx) -> None:
+            (cancel_requested,) = tx.conn.execute(
+                "SELECT cancel_requested FROM runs WHERE id = ?", (lease.run_id,)
+            ).fetchone()
+            if cancel_requested:
+                # Cancellation was asked after the worker's last renewal: it suspends without
+                # knowing. The run is no longer held, so the request takes effect now.
+                _cancel(tx, lease.run_id, now)
+                return
             due: float | None
             if status == "queued":
                 due = wait.timer if wait is not None and wait.timer is not None else now
@@ -342,33 +401,39 @@ class SqliteStore:
     ) -> list[RunRecord]:
         def op(tx: _Tx) -> list[RunRecord]:
             conn = tx.conn
-            rows = conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE due_at <= ? ORDER BY due_at LIMIT ?",
-                (now, limit),
-            ).fetchall()
-            claimed = []
-            for row in rows:
-                run = _record(row)
-                if run.status == "running":
-                    run.recoveries += 1
-                    if run.recoveries > max_recoveries:
-                        conn.execute(
-                            "UPDATE runs SET status = 'dead', owner = NULL, epoch = epoch + 1, "
-                            "recoveries = ?, error = ?, due_at = NULL, updated_at = ? WHERE id = ?",
-                            (run.recoveries, dead_error(run.recoveries), now, run.id),
-                        )
-                        _wake_parent(tx, run.id, now)
-                        continue
-                run.status, run.owner = "running", owner
-                run.epoch += 1
-                run.attempts += 1
-                run.due_at, run.updated_at = now + lease_seconds, now
-                conn.execute(
-                    "UPDATE runs SET status = 'running', owner = ?, epoch = ?, attempts = ?, "
-                    "recoveries = ?, due_at = ?, updated_at = ? WHERE id = ?",
-                    (owner, run.epoch, run.attempts, run.recoveries, run.due_at, now, run.id),
-                )
-                claimed.append(run)
+            claimed: list[RunRecord] = []
+            while len(claimed) < limit:
+                rows = conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+                    (now, limit - len(claimed)),
+                ).fetchall()
+                died = False
+                for row in rows:
+                    run = _record(row)
+                    if run.status == "running":
+                        run.recoveries += 1
+                        if run.recoveries > max_recoveries:
+                            conn.execute(
+                                "UPDATE runs SET status = 'dead', owner = NULL, "
+                                "epoch = epoch + 1, recoveries = ?, error = ?, due_at = NULL, "
+                                "updated_at = ? WHERE id = ?",
+                                (run.recoveries, dead_error(run.recoveries), now, run.id),
+                            )
+                            _wake_parent(tx, run.id, now)
+                            died = True
+                            continue
+                    run.status, run.owner = "running", owner
+                    run.epoch += 1
+                    run.attempts += 1
+                    run.due_at, run.updated_at = now + lease_seconds, now
+                    conn.execute(
+                        "UPDATE runs SET status = 'running', owner = ?, epoch = ?, attempts = ?, "
+                        "recoveries = ?, due_at = ?, updated_at = ? WHERE id = ?",
+                        (owner, run.epoch, run.attempts, run.recoveries, run.due_at, now, run.id),
+                    )
+                    claimed.append(run)
+                if not died:
+                    break  # a run moved to dead leaves its slot to the next due run
             return claimed
 
         result: list[RunRecord] = await self._submit(op)
@@ -440,13 +505,7 @@ class SqliteStore:
                     (now, run_id),
                 )
                 return _get(conn, run_id)
-            _append_unowned(conn, run_id, [("", "output", cancelled_output())])
-            conn.execute(
-                "UPDATE runs SET status = 'cancelled', error = ?, epoch = epoch + 1, "
-                "owner = NULL, due_at = NULL, updated_at = ? WHERE id = ?",
-                (CANCELLED_ERROR, now, run_id),
-            )
-            _wake_parent(tx, run_id, now)
+            _cancel(tx, run_id, now)
             return _get(conn, run_id)
 
         result: RunRecord = await self._submit(op)
@@ -564,6 +623,23 @@ def _append_unowned(
         "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
         [(run_id, next_seq + i, key, kind, data) for i, (key, kind, data) in enumerate(entries)],
     )
+
+
+def _holds(conn: sqlite3.Connection, lease: Lease) -> bool:
+    """Whether the lease still holds its run (current epoch, running)."""
+    row = conn.execute("SELECT epoch, status FROM runs WHERE id = ?", (lease.run_id,)).fetchone()
+    return row is not None and row[0] == lease.epoch and row[1] == "running"
+
+
+def _cancel(tx: _Tx, run_id: str, now: float) -> None:
+    """End a run no worker holds as cancelled, fencing whoever held it last."""
+    _append_unowned(tx.conn, run_id, [("", "output", cancelled_output())])
+    tx.conn.execute(
+        "UPDATE runs SET status = 'cancelled', error = ?, epoch = epoch + 1, owner = NULL, "
+        "cancel_requested = 0, due_at = NULL, updated_at = ? WHERE id = ?",
+        (CANCELLED_ERROR, now, run_id),
+    )
+    _wake_parent(tx, run_id, now)
 
 
 def _wake_parent(tx: _Tx, run_id: str, now: float) -> None:

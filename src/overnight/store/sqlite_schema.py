@@ -74,7 +74,7 @@ def check_file(conn: sqlite3.Connection, path: str) -> int:
     try:
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master ORDER BY name")]
     except sqlite3.DatabaseError as exc:
         raise StoreFormatError(
             f"{path!r} is not an overnight store: it is not a SQLite database ({exc}). "
@@ -82,11 +82,20 @@ def check_file(conn: sqlite3.Connection, path: str) -> int:
             "this file was left untouched"
         ) from None
     if application_id != APPLICATION_ID:
-        if tables:
+        # New only if nothing marks it as anyone's: no schema, no application id, no version.
+        marks = []
+        if names:
+            more = ", ..." if len(names) > 5 else ""
+            marks.append(f"it holds {', '.join(names[:5])}{more}")
+        if application_id:
+            marks.append(f"its application_id is {application_id:#x}")
+        if version:
+            marks.append(f"its user_version is {version}")
+        if marks:
             raise StoreFormatError(
                 f"{path!r} is a SQLite database that belongs to something else "
-                f"(tables: {', '.join(sorted(tables)[:5])}). Use another path for the "
-                "overnight store; this file was left untouched"
+                f"({'; '.join(marks)}). Use another path for the overnight store; "
+                "this file was left untouched"
             )
         return 0
     if version > LATEST:

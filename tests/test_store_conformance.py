@@ -1,0 +1,26 @@
+"""The store conformance suite (`tests/store_conformance.py`) on every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from overnight.store import MemoryStore, Store
+from overnight.store.sqlite import SqliteStore
+from tests.store_conformance import StoreConformance
+
+
+class TestMemoryStore(StoreConformance):
+    @pytest.fixture
+    def store_factory(self) -> Callable[[], Store]:
+        shared = MemoryStore()
+        return lambda: shared
+
+
+class TestSqliteStore(StoreConformance):
+    @pytest.fixture
+    def store_factory(self, tmp_path: Path) -> Callable[[], Store]:
+        path = str(tmp_path / "runs.db")
+        return lambda: SqliteStore(path)
