@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,11 +19,13 @@ from overnight import (
     Engine,
     RunFailedError,
     RunNotFoundError,
+    RunRecord,
+    StoreError,
     WorkflowImportError,
     step,
     workflow,
 )
-from overnight.store import Store
+from overnight.store import MemoryStore, Store
 from overnight.store.base import NewRun
 from overnight.store.sqlite import SqliteStore
 
@@ -236,3 +239,37 @@ async def test_sqlite_store_file_can_be_shared_by_engines(db: str) -> None:
             await client.signal("shared", "ping", "from another connection")
             assert await client.result("shared", timeout=5) == "from another connection"
         assert worker.store.url == f"sqlite:///{db}"
+
+
+@workflow
+async def counter(ctx: Context, n: int) -> int:
+    if n < 3:
+        ctx.continue_as_new(n + 1)
+    return n * 100
+
+
+@workflow
+async def parent_of_counter(ctx: Context) -> int:
+    return await ctx.child(counter, 0)
+
+
+async def test_child_that_continues_as_new_returns_the_last_runs_output(engine: Engine) -> None:
+    assert await engine.run(parent_of_counter, run_id="p") == 300
+
+
+class FlakyClaims(MemoryStore):
+    """A store whose first claim fails, as a locked or unreachable database would."""
+
+    failures = 1
+
+    async def claim(self, *args: Any, **kwargs: Any) -> list[RunRecord]:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("database is locked")
+        return await super().claim(*args, **kwargs)
+
+
+async def test_worker_survives_a_failed_claim(caplog: pytest.LogCaptureFixture) -> None:
+    async with Engine(FlakyClaims(), poll_seconds=0.02) as engine:
+        assert await engine.run(many_steps, 2, run_id="flaky") == 1
+    assert "claiming runs failed" in caplog.text

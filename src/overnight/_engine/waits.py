@@ -123,10 +123,12 @@ class ChildHandle:
             value = await run.value(ended["out"]) if "out" in ended else None
             return _child_outcome(self.run_id, ended, value)
         record = await run.store.get_run(self.run_id)
+        while record is not None and record.continued_to is not None:
+            record = await run.store.get_run(record.continued_to)  # follow continue-as-new
         if record is None:
             raise ChildFailed(self.run_id, "missing", "RunNotFound", "the child run is gone")
         if record.status not in TERMINAL:
-            raise Suspend(Wait(children=(self.run_id,)))
+            raise Suspend(Wait(children=(record.id,)))
         ended = {"status": record.status}
         if record.result is not None:
             ended["out"] = run.value_field(record.result)

@@ -64,13 +64,18 @@ class Worker:
                 free = engine.max_concurrent_runs - len(self.executors)
                 claimed: list[RunRecord] = []
                 if free > 0:
-                    claimed = await self.store.claim(
-                        self.worker_id,
-                        now=time.time(),
-                        limit=min(free, engine.claim_batch),
-                        lease_seconds=engine.lease_seconds,
-                        max_recoveries=engine.max_recoveries,
-                    )
+                    try:
+                        claimed = await self.store.claim(
+                            self.worker_id,
+                            now=time.time(),
+                            limit=min(free, engine.claim_batch),
+                            lease_seconds=engine.lease_seconds,
+                            max_recoveries=engine.max_recoveries,
+                        )
+                    except Exception:
+                        # A busy or briefly unreachable store must not stop the worker for good.
+                        log.exception("claiming runs failed; trying again after a poll interval")
+                        claimed = []
                     if claimed:
                         crash_point("after_claim")
                     for record in claimed:
