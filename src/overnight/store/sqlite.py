@@ -93,13 +93,26 @@ def _record(row: Sequence[Any]) -> RunRecord:
 class _Batch:
     """Writes queued for the next transaction."""
 
-    __slots__ = ("blobs", "done", "entries", "ops")
+    __slots__ = ("blobs", "entries", "ops", "valid", "waiters")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self) -> None:
         self.entries: list[tuple[Lease, Sequence[Entry]]] = []
         self.blobs: list[tuple[Lease, dict[str, bytes]]] = []
         self.ops: list[tuple[Lease | None, Op, asyncio.Future[Any]]] = []
-        self.done: asyncio.Future[None] = loop.create_future()
+        self.waiters: list[asyncio.Future[None]] = []
+        """One future per `commit` caller: cancelling one caller cancels only its own."""
+        self.valid: set[tuple[str, int]] = set()
+        """Leases found holding their run when the transaction wrote their entries."""
+
+    def settle(self, error: BaseException | None) -> None:
+        """Tell every `commit` caller the transaction's outcome."""
+        for waiter in self.waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
 
 
 class SqliteStore:
@@ -124,6 +137,7 @@ class SqliteStore:
         self._batch: _Batch | None = None
         self._stale: set[tuple[str, int]] = set()
         self._refused: dict[tuple[str, int], str] = {}
+        self._next_seq: dict[tuple[str, int], int] = {}
         """Leases whose append did not follow the journal: every later write of theirs fails."""
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -154,9 +168,7 @@ class SqliteStore:
         if self._conn is None:
             return
         if self._batch is not None:
-            batch = self._batch
-            self._flush()
-            await asyncio.wait([batch.done])
+            self._flush()  # synchronous: everything buffered is committed (or failed) here
         self._conn.close()
         self._conn = None
 
@@ -171,9 +183,8 @@ class SqliteStore:
     def _current(self) -> _Batch:
         batch = self._batch
         if batch is None:
-            loop = asyncio.get_running_loop()
-            batch = self._batch = _Batch(loop)
-            loop.call_soon(self._flush)
+            batch = self._batch = _Batch()
+            asyncio.get_running_loop().call_soon(self._flush)
         return batch
 
     def _submit(self, op: Op, lease: Lease | None = None) -> asyncio.Future[Any]:
@@ -189,8 +200,9 @@ class SqliteStore:
         tx = _Tx(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            valid = self._valid_leases(conn, batch)
-            rows = self._journal_rows(conn, batch, valid)
+            valid = batch.valid = self._valid_leases(conn, batch)
+            next_seq: dict[tuple[str, int], int] = {}
+            rows = self._journal_rows(conn, batch, valid, next_seq)
             if rows:
                 conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
             blobs = {
@@ -234,10 +246,10 @@ class SqliteStore:
             for _, _, future in batch.ops:
                 if not future.done():
                     future.set_exception(error)
-            batch.done.set_exception(error)
-            batch.done.exception()  # retrieved: waiters re-raise it from commit()
+            batch.settle(error)
             return
         self.commits += 1
+        self._next_seq.update(next_seq)
         crash_point("after_commit")
         for future, result, failure in results:
             if future.done():
@@ -246,23 +258,30 @@ class SqliteStore:
                 future.set_exception(failure)
             else:
                 future.set_result(result)
-        batch.done.set_result(None)
+        batch.settle(None)
         if tx.woke:
             for wake in self.wakeups:
                 wake()
 
     def _journal_rows(
-        self, conn: sqlite3.Connection, batch: _Batch, valid: set[tuple[str, int]]
+        self,
+        conn: sqlite3.Connection,
+        batch: _Batch,
+        valid: set[tuple[str, int]],
+        next_seq: dict[tuple[str, int], int],
     ) -> list[tuple[str, int, str, str, bytes]]:
         """Rows of the valid leases' entries; an append that does not continue its run's
-        journal is refused (its lease writes nothing more), without failing the others."""
+        journal is refused (its lease writes nothing more), without failing the others.
+
+        `next_seq` receives each lease's next seq; once committed it is remembered, so a lease
+        reads its journal's end from the database only on its first append (hot path).
+        """
         rows: list[tuple[str, int, str, str, bytes]] = []
-        next_seq: dict[str, int] = {}
         for lease, entries in batch.entries:
             key = (lease.run_id, lease.epoch)
             if key not in valid or key in self._refused:
                 continue
-            expected = next_seq.get(lease.run_id)
+            expected = next_seq.get(key, self._next_seq.get(key))
             if expected is None:
                 (expected,) = conn.execute(
                     "SELECT COALESCE(MAX(seq), -1) + 1 FROM entries WHERE run_id = ?",
@@ -274,7 +293,7 @@ class SqliteStore:
                     break
             else:
                 rows.extend((lease.run_id, e.seq, e.key, e.kind, e.data) for e in entries)
-                next_seq[lease.run_id] = expected + len(entries)
+                next_seq[key] = expected + len(entries)
         return rows
 
     def _valid_leases(self, conn: sqlite3.Connection, batch: _Batch) -> set[tuple[str, int]]:
@@ -284,7 +303,14 @@ class SqliteStore:
         if not leases:
             return set()
         current: dict[str, tuple[int, str]] = {}
-        ids = list({lease.run_id for lease in leases})
+        if len(leases) == 1:  # the common case of one run writing: no IN list to build
+            (only,) = leases
+            row = conn.execute(
+                "SELECT epoch, status FROM runs WHERE id = ?", (only.run_id,)
+            ).fetchone()
+            if row is not None:
+                current[only.run_id] = (row[0], row[1])
+        ids = [] if len(leases) == 1 else list({lease.run_id for lease in leases})
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -316,16 +342,22 @@ class SqliteStore:
 
     async def commit(self, lease: Lease) -> None:
         batch = self._batch
-        if batch is not None:
-            await asyncio.shield(batch.done)
         key = (lease.run_id, lease.epoch)
+        checked = False
+        if batch is not None:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            batch.waiters.append(waiter)
+            await waiter
+            checked = key in batch.valid
         if key in self._refused:
             raise StoreError(self._refused[key])
         if key in self._stale:
             raise StaleLeaseError(lease.run_id, lease.epoch)
-        # The batch checked the lease when it started; it may have been taken over since (by an
-        # op of that batch, or another process), and a caller with nothing buffered was never
-        # checked at all. A read of one row tells.
+        # A caller with nothing in the batch was never checked, and an op of the batch (a
+        # takeover, a cancel) may have fenced the lease after its entries were written. A read
+        # of one row tells; a batch of entries alone, which validated ours, needs none.
+        if checked and batch is not None and not batch.ops:
+            return
         if not _holds(self.conn, lease):
             self._stale.add(key)
             raise StaleLeaseError(lease.run_id, lease.epoch)
@@ -352,6 +384,7 @@ class SqliteStore:
             _wake_parent(tx, lease.run_id, now)
 
         await self._submit(op, lease)
+        self._next_seq.pop((lease.run_id, lease.epoch), None)  # the lease ends here
 
     async def suspend(
         self,
@@ -395,6 +428,7 @@ class SqliteStore:
             tx.woke = tx.woke or (due is not None and due <= now)
 
         await self._submit(op, lease)
+        self._next_seq.pop((lease.run_id, lease.epoch), None)  # the lease ends here
 
     async def claim(
         self, owner: str, *, now: float, limit: int, lease_seconds: float, max_recoveries: int
