@@ -116,6 +116,8 @@ def _read(state: KeyState) -> _Replay:
                 r.done, r.has_done = data["out"], True
                 return r
             r.in_doubt = False  # "retry": a person said it did not take effect
+    # Pure steps journal no intents: each of their invocations shows as a failed attempt.
+    r.invocations = max(r.invocations, r.failures)
     return r
 
 
