@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import signal as signals
 import time
 import uuid
@@ -24,6 +23,7 @@ import pydantic
 
 from ._engine import codec
 from ._engine.executor import load_journal
+from ._engine.refs import import_ref
 from ._engine.run import RunOptions
 from ._engine.worker import Worker, default_worker_id
 from .errors import (
@@ -194,11 +194,8 @@ class Engine:
         found = self._workflows.get(ref)
         if found is not None:
             return found
-        module_name, _, attr = ref.partition(":")
         try:
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
+            obj = import_ref(ref)
         except Exception as exc:
             raise WorkflowImportError(
                 f"workflow {ref!r} does not import: {type(exc).__name__}: {exc}. Make sure the "
@@ -423,11 +420,8 @@ def _outcome(record: RunRecord) -> Any:
 def _validate_result(ref: str | None, key: str, result: Any) -> Any:
     if not ref:
         return result
-    module_name, _, qualname = ref.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
+        obj = import_ref(ref)
     except Exception as exc:
         raise UserError(
             f"cannot import step {ref!r} to check the result for {key!r}: {exc}"

@@ -22,7 +22,6 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
-import importlib
 import pathlib
 import uuid
 from typing import Any
@@ -33,6 +32,7 @@ import pydantic
 from pydantic_core import TzInfo
 
 from ..errors import SerializationError
+from .refs import import_ref
 
 CODEC_VERSION = 1
 
@@ -438,11 +438,8 @@ def resolve_class(ref: str) -> Any:
     cls = _CLASSES.get(ref)
     if cls is not None:
         return cls
-    module_name, _, qualname = ref.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
+        obj = import_ref(ref)
     except (ImportError, AttributeError) as exc:
         raise SerializationError(
             f"the journal refers to class {ref!r}, which does not import here ({exc}); "
