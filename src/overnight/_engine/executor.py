@@ -115,7 +115,6 @@ class RunExecutor:
             created_at=record.created_at,
             strict=engine.strict,
             inline_wait=engine.inline_wait_seconds,
-            engine=engine,
         )
         self.run = run
         if record.cancel_requested:
@@ -161,9 +160,9 @@ class RunExecutor:
             await self._suspend(run, exc.wait)
         elif isinstance(exc, Park | Divergence):
             message = exc.message
-            await self._commit_then(run, "parked", None, message)
+            await self._release(run, "parked", None, message)
         elif isinstance(exc, Drain):
-            await self._commit_then(run, "queued", None, None)
+            await self._release(run, "queued", None, None)
         elif isinstance(exc, ContinueAsNew):
             await self._continue_as_new(run, exc.input)
         elif isinstance(exc, asyncio.CancelledError):
@@ -177,7 +176,7 @@ class RunExecutor:
         if self.stop_reason == "timeout":
             await self._fail(run, RunTimeout(_timeout_message(run)))
         elif self.stop_reason == "drain":
-            await self._commit_then(run, "queued", None, None)
+            await self._release(run, "queued", None, None)
         else:
             await self._finish_cancelled(run)
 
@@ -235,15 +234,16 @@ class RunExecutor:
         if run.deadline is not None and (timer is None or run.deadline < timer):
             timer = run.deadline  # wake at the deadline to fail the run on time
         wait = Wait(timer, wait.signals, max(wait.signal_cursor, run.signal_cursor), wait.children)
-        await self._commit_then(run, "waiting", wait, None)
+        await self._release(run, "waiting", wait, None)
 
-    async def _commit_then(
+    async def _release(
         self,
         run: RunState,
         status: Literal["waiting", "parked", "queued"],
         wait: Wait | None,
         note: str | None,
     ) -> None:
+        """Give the run back to the store (after everything it wrote, in the same commit)."""
         await self.store.suspend(self.lease, status=status, wait=wait, note=note, now=time.time())
 
 

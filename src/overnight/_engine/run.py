@@ -9,7 +9,6 @@ shutting down: requeue) and `ContinueAsNew`.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -97,18 +96,15 @@ class RunState:
         created_at: float,
         strict: bool,
         inline_wait: float,
-        engine: Any,
     ) -> None:
         self.run_id = run_id
         self.store = store
         self.lease = lease
         self.journal = journal
         self.options = options
-        self.created_at = created_at
         self.deadline = created_at + options.timeout if options.timeout is not None else None
         self.strict = strict
         self.inline_wait = inline_wait
-        self.engine = engine
         self.next_seq = journal.next_seq
         self.steps = 0
         self.max_steps = options.max_steps
@@ -155,10 +151,6 @@ class RunState:
         message = f"the run made more than {self.max_steps} step calls (max_steps={self.max_steps})"
         self.stop = lambda: BudgetExceeded(message)
         raise BudgetExceeded(message)
-
-    def now(self) -> float:
-        """Wall clock, for engine bookkeeping only (workflow code uses ctx.now())."""
-        return time.time()
 
     def check_stop(self) -> None:
         """Raise the pending stop (drain, park, cancel, budget) before starting new work."""
