@@ -16,6 +16,7 @@ step: 1-3 the branches' `save_part` (keyed), 4 `record_drawn` (keyed), 5 `book`
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import subprocess
@@ -27,13 +28,16 @@ from typing import Any
 import orjson
 import pytest
 
-from overnight import UserError
+from overnight import Context, Engine, RetryPolicy, UserError, current_step, step, workflow
+from overnight.store import Store
 from overnight.testing import (
     CRASH_POINTS,
     CrashAt,
+    KillAfter,
     Ledger,
     TrialResult,
     parse_kill,
+    plan_campaign,
     run_trial,
     uninterrupted,
 )
@@ -200,6 +204,42 @@ def test_random_instant_kill(
     assert result.check.completed_steps_rerun == result.check.duplicate_effects == 0
 
 
+def test_random_instant_kill_during_startup(
+    ledger: Ledger, reference: TrialResult, tmp_path: Path
+) -> None:
+    # Counted from the process start: the kill may land while the worker opens the store.
+    lifetime = reference.incarnations[0].seconds
+    trial(ledger, reference, tmp_path, [f"random@start:0-{lifetime:.2f}"], "on_wait", seed=4)
+
+
+def test_kill_specs_parse() -> None:
+    assert parse_kill("after_effect:5") == CrashAt("after_effect", 5)
+    assert parse_kill("before_output") == CrashAt("before_output", 1)
+    assert parse_kill("random:0.5") == KillAfter(0.0, 0.5)
+    assert parse_kill("random:0.1-0.4") == KillAfter(0.1, 0.4)
+    assert parse_kill("random@start:1") == KillAfter(0.0, 1.0, "start")
+    assert parse_kill(str(KillAfter(0.1, 0.4, "start"))) == KillAfter(0.1, 0.4, "start")
+    with pytest.raises(UserError, match="whole number"):
+        parse_kill("after_effect:x")
+    with pytest.raises(UserError, match="random:T"):
+        parse_kill("random:soon")
+
+
+def test_campaign_plan_covers_every_point_within_its_hits() -> None:
+    hits = dict.fromkeys(CRASH_POINTS, 4) | {"before_output": 1}
+    plans = plan_campaign(
+        100, hits, random.Random(0), start_window=(0.0, 1.0), double_kill_every=10
+    )
+    assert len(plans) == 100
+    named = [p.kills[0] for p in plans if isinstance(p.kills[0], CrashAt)]
+    assert {k.point for k in named} == set(CRASH_POINTS)
+    assert all(1 <= k.n <= hits[k.point] for k in named)
+    labels = {p.label for p in plans}
+    assert {"random", "random@start"} <= labels
+    assert sum(len(p.kills) == 2 for p in plans) == 10
+    assert {p.signal_mode for p in plans} == {"before_start", "early", "on_wait"}
+
+
 def test_unknown_crash_point_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"unknown crash point 'after_lunch'.*after_effect"):
         run_trial(REFERENCE, tmp_path / "runs.db", "r", "after_lunch:1")
@@ -238,3 +278,36 @@ def test_an_unreached_point_is_reported_not_killed(ledger: Ledger, tmp_path: Pat
     assert [i.returncode for i in result.incarnations] == [0]
     assert result.incarnations[0].hits == 1
     assert result.check.kills == 0
+
+
+# -- engine bugs the trials found -----------------------------------------------------------------
+
+ATTEMPTS: list[int] = []
+
+
+@step(effect="pure", retry=RetryPolicy(max_attempts=3, initial_delay=0.05, jitter=0))
+async def pure_flaky() -> int:
+    ATTEMPTS.append(current_step().attempt)
+    if len(ATTEMPTS) < 3:
+        raise ConnectionError("transient")
+    return current_step().attempt
+
+
+@workflow
+async def retries_a_pure_step(ctx: Context) -> int:
+    return await pure_flaky()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: a pure step resumed from the journal (after a suspended retry backoff "
+    "or a crash during it) restarts current_step().attempt at 1, because _execute counts "
+    "attempts from journaled intents and pure steps journal none",
+)
+async def test_pure_step_attempt_survives_a_resumed_backoff(store: Store) -> None:
+    ATTEMPTS.clear()
+    # inline_wait_seconds=0: every backoff suspends the run, which resumes from its journal
+    # exactly as it does after a kill -9 during the backoff.
+    async with Engine(store, poll_seconds=0.01, inline_wait_seconds=0.0) as engine:
+        assert await engine.run(retries_a_pure_step, run_id="attempts") == 3
+    assert ATTEMPTS == [1, 2, 3]

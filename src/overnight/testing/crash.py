@@ -158,31 +158,40 @@ class CrashAt:
 @dataclass(frozen=True)
 class KillAfter:
     """The runner sends SIGKILL at a uniformly random instant in [lo, hi] seconds after the
-    worker said hello (it has opened the engine and started the run)."""
+    worker said hello (it has opened the engine and started the run), or, with
+    `since="start"`, after the process was started (so the kill may land in its startup)."""
 
     lo: float
     hi: float
+    since: Literal["hello", "start"] = "hello"
 
     def __post_init__(self) -> None:
         if not 0 <= self.lo <= self.hi:
             raise UserError(f"random kill window must satisfy 0 <= lo <= hi, got {self}")
+        if self.since not in ("hello", "start"):
+            raise UserError(f"KillAfter.since must be 'hello' or 'start', got {self.since!r}")
 
     def __str__(self) -> str:
-        return f"random:{self.lo:g}-{self.hi:g}"
+        prefix = "random" if self.since == "hello" else "random@start"
+        return f"{prefix}:{self.lo:.3g}-{self.hi:.3g}"
 
 
 Kill = CrashAt | KillAfter
 
 
 def parse_kill(spec: str | Kill) -> Kill:
-    """`name:n` (a crash point), `random:T` (within T s) or `random:A-B` (within A..B s)."""
+    """`name:n` (a crash point), `random:T` (within T s of the hello), `random:A-B` (within
+    A..B s), or `random@start:...` (counted from the process start)."""
     if isinstance(spec, CrashAt | KillAfter):
         return spec
     name, _, arg = spec.partition(":")
-    if name == "random":
+    if name in ("random", "random@start"):
+        since: Literal["hello", "start"] = "hello" if name == "random" else "start"
         lo, sep, hi = arg.partition("-")
         try:
-            return KillAfter(float(lo), float(hi)) if sep else KillAfter(0.0, float(lo))
+            if sep:
+                return KillAfter(float(lo), float(hi), since)
+            return KillAfter(0.0, float(lo), since)
         except ValueError:
             raise UserError(f"kill spec {spec!r}: write random:T or random:A-B") from None
     try:
@@ -328,7 +337,8 @@ class TrialCheck:
     completed_steps_rerun: int = 0
     """(a) invocations of a step key whose `done` was committed before a previous process ended."""
     keyed_reinvocations: int = 0
-    """(b) re-invocations of keyed steps (each key at most once per kill)."""
+    """(b) re-invocations of keyed steps beyond their journaled retries (each key at most once
+    per kill)."""
     keyed_over_kills: int = 0
     """(b) keyed step keys re-invoked more often than there were kills."""
     keyed_key_changes: int = 0
@@ -590,8 +600,13 @@ class _Trial:
         kill_at: float | None = None
         while proc.poll() is None:
             now = time.monotonic()
-            if isinstance(kill, KillAfter) and kill_at is None and self.ledger.said_hello(inc.tag):
-                kill_at = now + self.rng.uniform(kill.lo, kill.hi)
+            if (
+                isinstance(kill, KillAfter)
+                and kill_at is None
+                and (kill.since == "start" or self.ledger.said_hello(inc.tag))
+            ):
+                origin = started if kill.since == "start" else now
+                kill_at = origin + self.rng.uniform(kill.lo, kill.hi)
             if kill_at is not None and now >= kill_at:
                 os.kill(proc.pid, signals.SIGKILL)
                 proc.wait(timeout=10)
@@ -789,7 +804,10 @@ def check_trial(
         if index is None:
             v.append(f"invocation of {inv.step_key!r} from unknown process {inv.tag!r}")
             continue
-        if (inv.tag, inv.step_key, inv.attempt) in attempts_seen:
+        # Non-pure attempts are numbered by their journaled intents: one process never runs
+        # the same attempt twice. (Pure steps journal no intents, so no such check for them.)
+        pure = workload.effect_of(inv.step_key) == "pure"
+        if not pure and (inv.tag, inv.step_key, inv.attempt) in attempts_seen:
             c.completed_steps_rerun += 1
             v.append(
                 f"(a) {inv.step_key!r} attempt {inv.attempt} was invoked twice by process {index}"
@@ -811,10 +829,12 @@ def check_trial(
     by_step: dict[str, list[ApplyAttempt]] = {}
     for a in attempts:
         by_step.setdefault(a.step_key, []).append(a)
+    failures = Counter(key for _, key, kind, _ in trial.final.entries if kind == "failed")
     for key, count in seen_by_key.items():
         if workload.effect_of(key) != "keyed":
             continue
-        again = count - 1
+        # Attempts after a journaled failure are the retry policy's, not re-invocations.
+        again = max(0, count - 1 - failures[key])
         c.keyed_reinvocations += again
         if again > c.kills:
             c.keyed_over_kills += 1
@@ -921,9 +941,11 @@ class TrialPlan:
 
     @property
     def label(self) -> str:
-        """The first kill's point name, or `random`."""
+        """The first kill's point name, `random` or `random@start`."""
         first = self.kills[0]
-        return first.point if isinstance(first, CrashAt) else "random"
+        if isinstance(first, CrashAt):
+            return first.point
+        return "random" if first.since == "hello" else "random@start"
 
 
 @dataclass
@@ -1028,7 +1050,7 @@ class CampaignResult:
         lines.append(f"  {'kill point':<22}{'hits/run':>9}{'trials':>8}{'killed':>8}{'failed':>8}")
         for label in sorted(self.by_point):
             trials, killed, failed = self.by_point[label]
-            hits = str(self.hits.get(label, "")) if label != "random" else ""
+            hits = str(self.hits.get(label, ""))
             lines.append(f"  {label:<22}{hits:>9}{trials:>8}{killed:>8}{failed:>8}")
         return "\n".join(lines)
 
@@ -1056,8 +1078,14 @@ def plan_campaign(
     random_share: float = 0.25,
     double_kill_every: int = 8,
     random_window: tuple[float, float] = (0.0, 1.2),
+    start_window: tuple[float, float] | None = None,
 ) -> list[TrialPlan]:
-    """Every reachable point several times (n spread over its hits), plus random instants."""
+    """Every reachable point several times (n spread over its hits), plus random instants.
+
+    Random instants are counted from the worker's hello (`random_window`); with
+    `start_window`, every third one is counted from the process start instead, so that some
+    kills land in the worker's startup (opening the store, starting and claiming the run).
+    """
     points = [p for p, h in hits.items() if h > 0]
     n_random = max(1, round(trials * random_share)) if points else trials
     n_named = trials - n_random
@@ -1070,7 +1098,11 @@ def plan_campaign(
             lo = 1 + (k * total) // count
             hi = max(lo, ((k + 1) * total) // count)
             kills.append(CrashAt(point, rng.randint(lo, hi)))
-    kills += [KillAfter(*random_window) for _ in range(n_random)]
+    for i in range(n_random):
+        if start_window is not None and i % 3 == 2:
+            kills.append(KillAfter(*start_window, since="start"))
+        else:
+            kills.append(KillAfter(*random_window))
     rng.shuffle(kills)
     plans: list[TrialPlan] = []
     for i, first in enumerate(kills):
@@ -1120,6 +1152,7 @@ def run_campaign(
             result.hits = calibrate(workload, base, ledger)
             # Random instants fall anywhere in the time one uninterrupted run takes to serve.
             served = reference.incarnations[0].served or 1.0
+            lifetime = reference.incarnations[0].seconds
             plans = plan_campaign(
                 trials,
                 result.hits,
@@ -1127,6 +1160,7 @@ def run_campaign(
                 random_share=random_share,
                 double_kill_every=double_kill_every,
                 random_window=(0.0, max(0.3, served)),
+                start_window=(0.0, max(0.5, lifetime)),
             )
             for i, plan in enumerate(plans):
                 trial = run_trial(
@@ -1154,7 +1188,7 @@ def run_campaign(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m overnight.testing.crash [--trials N] [--seed S]`: run a campaign, print it."""
+    """`python -m overnight.testing [--trials N] [--seed S]`: run a crash campaign, print it."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -1167,9 +1201,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     for failure in result.failures:
         print(failure)
     return 0 if result.ok else 1
-
-
-if __name__ == "__main__":
-    from overnight.testing.crash import main as _main  # the importable module, not __main__
-
-    sys.exit(_main())
