@@ -7,6 +7,8 @@
   random instant, resume, and check that nothing committed ran twice and no effect was applied
   twice.
 - `overnight.testing.crash_workload.REFERENCE`: the reference workload.
+
+`python -m overnight.testing --trials 100 [--jobs 2]` runs a campaign and prints its table.
 """
 
 from __future__ import annotations

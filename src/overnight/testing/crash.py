@@ -49,6 +49,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -388,6 +389,8 @@ class TrialResult:
     check: TrialCheck
     error: str | None = None
     """Why the runner stopped early (worker error, hang, unexpected park), if it did."""
+    applied_steps: frozenset[str] = frozenset()
+    """Step keys that applied an effect in this run (what a trial compares to its reference)."""
 
     @property
     def output(self) -> Any:
@@ -730,6 +733,7 @@ def run_trial(
             seconds=time.monotonic() - started,
             check=TrialCheck(),
             error=trial.error,
+            applied_steps=frozenset(a.step_key for a in active.attempts(run_id) if a.applied),
         )
         result.check = check_trial(workload, result, active, reference)
         return result
@@ -862,7 +866,7 @@ def check_trial(
             )
     applied_by_step = Counter(a.step_key for a in attempts if a.applied)
     if reference is not None:
-        expected = {a.step_key for a in ledger.attempts(reference.run_id) if a.applied}
+        expected = set(reference.applied_steps)
         for key in sorted(expected | set(applied_by_step)):
             if applied_by_step[key] != 1 or key not in expected:
                 c.missing_effects += 1
@@ -1021,6 +1025,16 @@ class CampaignResult:
         """True when no trial failed."""
         return self.failed_trials == 0
 
+    def summary(self) -> dict[str, Any]:
+        """The counts as a JSON-ready dict (without the failure descriptions)."""
+        data = {k: v for k, v in self.__dict__.items() if k != "failures"}
+        data["by_point"] = {
+            label: {"trials": t, "killed": k, "failed": f}
+            for label, (t, k, f) in sorted(self.by_point.items())
+        }
+        data["ok"] = self.ok
+        return data
+
     def table(self) -> str:
         """The counts as a small text table."""
         rows = [
@@ -1060,14 +1074,17 @@ def calibrate(
     workdir: str | os.PathLike[str],
     ledger: Ledger,
     points: Sequence[str] = tuple(CRASH_POINTS),
+    jobs: int = 1,
 ) -> dict[str, int]:
     """How often each crash point is hit in one uninterrupted run (armed at an unreachable n)."""
-    hits: dict[str, int] = {}
-    for point in points:
+
+    def count(point: str) -> int:
         db = os.path.join(os.fspath(workdir), f"calibrate-{point}.db")
         trial = run_trial(workload, db, f"calibrate-{point}", CrashAt(point, 10**9), ledger=ledger)
-        hits[point] = max(0, trial.incarnations[0].hits or 0) if trial.incarnations else 0
-    return hits
+        return max(0, trial.incarnations[0].hits or 0) if trial.incarnations else 0
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return dict(zip(points, pool.map(count, points), strict=True))
 
 
 def plan_campaign(
@@ -1122,6 +1139,7 @@ def run_campaign(
     progress: Callable[[str], None] | None = None,
     random_share: float = 0.25,
     double_kill_every: int = 8,
+    jobs: int = 1,
 ) -> CampaignResult:
     """Run `trials` crash trials of a workload (the reference workload by default).
 
@@ -1130,7 +1148,8 @@ def run_campaign(
     time an uninterrupted run serves), and every `double_kill_every`-th trial once more at a
     random instant of its second process. Signals are sent before the start, early, or when the
     run waits, in rotation. Failed trials are counted and described in `failures`; the
-    campaign does not stop at them.
+    campaign does not stop at them. `jobs` trials run at once (each in its own processes and
+    SQLite file; one ledger serves them all).
     """
     if workload is None:
         from .crash_workload import REFERENCE
@@ -1149,7 +1168,7 @@ def run_campaign(
                 raise AssertionError(
                     "the uninterrupted reference run failed:\n" + reference.describe()
                 )
-            result.hits = calibrate(workload, base, ledger)
+            result.hits = calibrate(workload, base, ledger, jobs=jobs)
             # Random instants fall anywhere in the time one uninterrupted run takes to serve.
             served = reference.incarnations[0].served or 1.0
             lifetime = reference.incarnations[0].seconds
@@ -1162,25 +1181,31 @@ def run_campaign(
                 random_window=(0.0, max(0.3, served)),
                 start_window=(0.0, max(0.5, lifetime)),
             )
-            for i, plan in enumerate(plans):
-                trial = run_trial(
+            seeds = [rng.randrange(2**32) for _ in plans]
+
+            def one(i: int) -> TrialResult:
+                return run_trial(
                     workload,
                     os.path.join(base, f"trial-{i}.db"),
                     f"trial-{i}",
-                    plan.kills,
+                    plans[i].kills,
                     ledger=ledger,
                     reference=reference,
-                    signal_mode=plan.signal_mode,
-                    seed=rng.randrange(2**32),
+                    signal_mode=plans[i].signal_mode,
+                    seed=seeds[i],
                 )
-                result.add(plan, trial)
-                if progress is not None:
-                    verdict = "ok" if trial.ok else "FAILED"
-                    progress(
-                        f"trial {i + 1}/{len(plans)} kills={list(trial.kills)} "
-                        f"signal={plan.signal_mode} killed={trial.killed} "
-                        f"{trial.seconds:.1f}s {verdict}"
-                    )
+
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                trials_done = pool.map(one, range(len(plans)))
+                for i, (plan, trial) in enumerate(zip(plans, trials_done, strict=True)):
+                    result.add(plan, trial)
+                    if progress is not None:
+                        verdict = "ok" if trial.ok else "FAILED"
+                        progress(
+                            f"trial {i + 1}/{len(plans)} kills={list(trial.kills)} "
+                            f"signal={plan.signal_mode} killed={trial.killed} "
+                            f"{trial.seconds:.1f}s {verdict}"
+                        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
     result.seconds = time.monotonic() - started
@@ -1194,9 +1219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="trials run at once")
     parser.add_argument("--quiet", action="store_true", help="no line per trial")
     args = parser.parse_args(argv)
-    result = run_campaign(args.trials, seed=args.seed, progress=None if args.quiet else print)
+    result = run_campaign(
+        args.trials, seed=args.seed, jobs=args.jobs, progress=None if args.quiet else print
+    )
     print(result.table())
     for failure in result.failures:
         print(failure)
