@@ -298,12 +298,6 @@ async def retries_a_pure_step(ctx: Context) -> int:
     return await pure_flaky()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a pure step resumed from the journal (after a suspended retry backoff "
-    "or a crash during it) restarts current_step().attempt at 1, because _execute counts "
-    "attempts from journaled intents and pure steps journal none",
-)
 async def test_pure_step_attempt_survives_a_resumed_backoff(store: Store) -> None:
     ATTEMPTS.clear()
     # inline_wait_seconds=0: every backoff suspends the run, which resumes from its journal
