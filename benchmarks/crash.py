@@ -2,7 +2,7 @@
 
   python -m benchmarks.crash --trials 100
 
-Another part of the project is building the crash-trial harness. This hook looks for
+The crash-trial harness is not in the package yet. This hook looks for
 `overnight.testing.crash` and a trial runner in it (`run_trials`, `run_crash_trials` or
 `crash_trials`), calls it with `trials=N` (awaiting it if it is async) and reports what it returns
 (a dict, a dataclass or an object with attributes: its counts are copied as they are). Until the
