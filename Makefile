@@ -1,6 +1,8 @@
 # Everything runs in a virtual environment this Makefile creates (Python >= 3.11).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
+# e.g. make bench BENCH_ARGS='--only chain resume' (see python -m benchmarks.run --help)
+BENCH_ARGS ?=
 BIN := $(VENV)/bin
 
 .PHONY: install test lint typecheck bench bench-quick format clean
@@ -33,10 +35,10 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	@touch $@
 
 bench: $(VENV)/.bench-installed
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.bench-installed
-	$(BIN)/python -m benchmarks.run --quick
+	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .bench-tmp
