@@ -1,80 +1,38 @@
-"""Scenario 7 hook: kill -9 crash trials, run by `overnight.testing.crash` once it exists.
+"""Scenario 7: kill -9 crash trials of the reference workload (`overnight.testing`).
 
-  python -m benchmarks.crash --trials 100
+  python -m benchmarks.crash --trials 100 --jobs 2
 
-The crash-trial harness is not in the package yet. This hook looks for
-`overnight.testing.crash` and a trial runner in it (`run_trials`, `run_crash_trials` or
-`crash_trials`), calls it with `trials=N` (awaiting it if it is async) and reports what it returns
-(a dict, a dataclass or an object with attributes: its counts are copied as they are). Until the
-module exists it reports `available: false` and the driver prints "crash trials: not available
-yet". Prints one JSON line.
+Every named crash point is killed several times at spread-out hits, plus random instants and
+double kills; each trial resumes the run and checks it against a ledger kept outside the killed
+processes. Prints the campaign's table to stderr and one JSON line with the counts.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
-import importlib
-import importlib.util
-import inspect
-from collections.abc import Mapping
+import sys
 from typing import Any
 
-from .common import emit, now
+from overnight.testing import run_campaign
 
-MODULE = "overnight.testing.crash"
-RUNNERS = ("run_trials", "run_crash_trials", "crash_trials")
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return dataclasses.asdict(result)
-    if isinstance(result, Mapping):
-        return dict(result)
-    if hasattr(result, "__dict__"):
-        return {k: v for k, v in vars(result).items() if not k.startswith("_")}
-    return {"result": result}
+from .common import emit
 
 
-def crash_trials(trials: int) -> dict[str, Any]:
-    try:
-        found = importlib.util.find_spec(MODULE) is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
-        return {"scenario": "crash", "available": False, "reason": f"no module {MODULE}"}
-    module = importlib.import_module(MODULE)
-    runner = next((getattr(module, n) for n in RUNNERS if callable(getattr(module, n, None))), None)
-    if runner is None:
-        return {
-            "scenario": "crash",
-            "available": False,
-            "reason": f"{MODULE} has none of {', '.join(RUNNERS)}",
-        }
-    t = now()
-    result = runner(trials=trials)
-    if inspect.isawaitable(result):
-        result = asyncio.run(_await(result))
-    return {
-        "scenario": "crash",
-        "available": True,
-        "runner": f"{MODULE}.{runner.__name__}",
-        "trials": trials,
-        "wall_s": now() - t,
-        "counts": _as_dict(result),
-    }
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
+def crash_trials(trials: int, jobs: int, seed: int) -> dict[str, Any]:
+    result = run_campaign(trials, jobs=jobs, seed=seed)
+    print(result.table(), file=sys.stderr)
+    for failure in result.failures:
+        print(failure, file=sys.stderr)
+    return {"scenario": "crash", "available": True, "trials": trials, "counts": result.summary()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=2026)
     a = ap.parse_args()
-    emit(crash_trials(a.trials))
+    emit(crash_trials(a.trials, a.jobs, a.seed))
 
 
 if __name__ == "__main__":

@@ -255,24 +255,22 @@ def headline(r: Results) -> list[str]:
     )
     crash = r.s.get("overnight.crash")
     if crash is not None and crash.get("available"):
-        counts = ", ".join(f"{k} {v}" for k, v in crash.get("counts", {}).items())
+        c = crash["counts"]
         row(
-            f"7. kill -9 crash trials ({crash.get('trials')})",
-            counts,
+            f"7. kill -9 crash trials ({c['trials']} trials, {c['kills']} kills)",
+            f"completed steps re-run {c['completed_steps_rerun']}; duplicate effects "
+            f"{c['duplicate_effects']}; keyed re-invocations {c['keyed_reinvocations']} / "
+            f"{c['kills']} kills; unsafe in doubt parked {c['parked_for_unsafe']} / "
+            f"{c['unsafe_in_doubt']}; output mismatches {c['output_mismatches']}; "
+            f"failed trials {c['failed_trials']}",
+            "re-ran the completed node in 6/6 targeted kills (peers/RESULTS.md)",
             "—",
-            "—",
-            "zero re-runs, zero duplicate effects",
+            "≥ 100 trials, zero re-runs, zero duplicate effects: "
+            + ("met" if c["ok"] and c["trials"] >= 100 else "**missed**"),
             "—",
         )
     else:
-        row(
-            "7. kill -9 crash trials",
-            "crash trials: not available yet",
-            "—",
-            "—",
-            "≥ 100 trials, zero re-runs",
-            "—",
-        )
+        row("7. kill -9 crash trials", "not run", "—", "—", "≥ 100 trials, zero re-runs", "—")
     return L
 
 

@@ -182,7 +182,7 @@ def scenarios(s: Sizes) -> list[Scenario]:
         Scenario("overnight.idle.memory", "startup", ["idle", "--store", "memory"], s.slow_reps),
         Scenario("overnight.idle.sqlite", "startup", ["idle", "--store", "sqlite"], s.slow_reps),
         Scenario("langgraph.idle", "langgraph_peer", ["idle"], s.slow_reps, peer=True),
-        # Crash-trials hook: calls overnight.testing.crash once it exists (see benchmarks/crash.py).
+        # kill -9 trials of the reference workload (overnight.testing.run_campaign).
         Scenario("overnight.crash", "crash", ["--trials", str(s.crash_trials)], timeout=3600),
     ]
     return out
