@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from .crash import main
+from .crash.campaign import main
 
 sys.exit(main())

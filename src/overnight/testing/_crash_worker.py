@@ -20,7 +20,7 @@ import orjson
 from .._engine import crash
 from ..engine import Engine
 from ..store.base import TERMINAL
-from .crash import load_workload
+from .crash.workload import load_workload
 from .ledger import default_client
 
 

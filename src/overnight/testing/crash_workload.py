@@ -38,7 +38,7 @@ from typing import Any
 from ..context import Context
 from ..step import Found, LookupAnswer, NotFound, RetryPolicy, current_step, step
 from ..workflow import workflow
-from .crash import Workload
+from .crash.workload import Workload
 from .ledger import default_client
 
 BRANCHES = 3
