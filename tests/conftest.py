@@ -11,8 +11,8 @@ from overnight import Engine
 from overnight.store import MemoryStore, Store
 from overnight.store.sqlite import SqliteStore
 
-# The conformance suite lives in a helper module: have pytest explain its failed asserts too.
-pytest.register_assert_rewrite("tests.store_conformance")
+# The conformance suite lives in a helper package: have pytest explain its failed asserts too.
+pytest.register_assert_rewrite("tests.conformance")
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -1,4 +1,4 @@
-"""The store conformance suite (`tests/store_conformance.py`) on every backend."""
+"""The store conformance suite (`tests/conformance/`) on every backend."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from overnight.store import MemoryStore, Store
 from overnight.store.sqlite import SqliteStore
-from tests.store_conformance import StoreConformance
+from tests.conformance import StoreConformance
 
 
 class TestMemoryStore(StoreConformance):
