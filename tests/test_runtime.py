@@ -17,6 +17,7 @@ import pytest
 from overnight import (
     Context,
     Engine,
+    RunDeadError,
     RunFailedError,
     RunNotFoundError,
     RunRecord,
@@ -51,11 +52,10 @@ def step_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def spawn_worker(db: str, step_log: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(lease: float = 3.0) -> subprocess.Popen[bytes]:
+    def spawn(lease: float = 3.0, max_recoveries: int = 10) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.workers.serve", db, str(lease)], env=env, cwd=ROOT
-        )
+        argv = [sys.executable, "-m", "tests.workers.serve", db, str(lease), str(max_recoveries)]
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT)
         procs.append(proc)
         return proc
 
@@ -273,3 +273,19 @@ async def test_worker_survives_a_failed_claim(caplog: pytest.LogCaptureFixture) 
     async with Engine(FlakyClaims(), poll_seconds=0.02) as engine:
         assert await engine.run(many_steps, 2, run_id="flaky") == 1
     assert "claiming runs failed" in caplog.text
+
+
+async def test_a_run_that_keeps_killing_its_worker_is_moved_to_dead(
+    db: str, spawn_worker: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    async with Engine(f"sqlite:///{db}", worker=False) as client:
+        await client.start(flows.kills_its_worker, run_id="doomed")
+        # The first worker dies; the second takes the run over after the lease (recovery 1,
+        # allowed) and dies too; the third finds recovery 2 > max_recoveries and gives up on it.
+        for _ in range(2):
+            assert spawn_worker(lease=0.5, max_recoveries=1).wait(20) == -signal.SIGKILL
+        spawn_worker(lease=0.5, max_recoveries=1)
+        record = await until_status(client, "doomed", "dead", timeout=10)
+        assert record.recoveries == 2
+        with pytest.raises(RunDeadError, match="died 2 times"):
+            await client.result("doomed")

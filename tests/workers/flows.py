@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 from overnight import Context, step, workflow
 
@@ -40,3 +41,13 @@ async def endless(ctx: Context) -> None:
     while True:
         i += 1
         await slow_step(i, 0.05)
+
+
+@step(effect="pure")
+async def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@workflow
+async def kills_its_worker(ctx: Context) -> None:
+    await die()

@@ -19,8 +19,8 @@ def dead_error(recoveries: int) -> bytes:
     """The `error` of a run moved to `dead` after its workers kept dying."""
     return error_json(
         "RunDead",
-        f"the run's worker died {recoveries - 1} times while running it; it was moved aside so "
-        "it cannot take more workers down. Inspect it, then resume it by hand.",
+        f"the workers running this run died {recoveries} times; it was moved aside so it "
+        "cannot take more workers down",
     )
 
 
