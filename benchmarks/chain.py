@@ -26,6 +26,7 @@ from .common import (
     median,
     now,
     peak_rss_mb,
+    per_step,
     workdir,
 )
 
@@ -47,15 +48,11 @@ async def chain_memory(n: int, reps: int) -> dict[str, Any]:
             assert result == n
         # The journal is really there: one `done` entry per step plus the output.
         entries = len(await engine.journal(handle.run_id))
-    wall = median(ts)
     return {
         "scenario": "chain_memory",
         "n": n,
         "reps": reps,
-        "wall_s": wall,
-        "wall_all_s": ts,
-        "us_per_step": wall / n * 1e6,
-        "cpu_us_per_step": median(cs) / n * 1e6,
+        **per_step(ts, cs, n),
         "journal_entries": entries,
         "peak_rss_mb": peak_rss_mb(),
     }

@@ -36,6 +36,17 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def per_step(ts: list[float], cs: list[float], n: int) -> dict[str, Any]:
+    """Median wall and CPU time of repeated runs of n steps, per step (the chain figures)."""
+    wall = median(ts)
+    return {
+        "wall_s": wall,
+        "wall_all_s": ts,
+        "us_per_step": wall / n * 1e6,
+        "cpu_us_per_step": median(cs) / n * 1e6,
+    }
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

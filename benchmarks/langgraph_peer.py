@@ -38,6 +38,7 @@ from .common import (
     median,
     now,
     peak_rss_mb,
+    per_step,
     pkg_version,
     workdir,
 )
@@ -90,17 +91,13 @@ async def chain(n: int, reps: int) -> dict[str, Any]:
         ts.append(now() - t)
         cs.append(cpu() - c)
         assert res["count"] == n
-    wall = median(ts)
     return {
         **versions(),
         "scenario": "chain",
         "n": n,
         "reps": reps,
         "compile_s": compile_s,
-        "wall_s": wall,
-        "wall_all_s": ts,
-        "us_per_step": wall / n * 1e6,
-        "cpu_us_per_step": median(cs) / n * 1e6,
+        **per_step(ts, cs, n),
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -139,17 +136,13 @@ async def chain_sqlite(n: int, reps: int, durability: str) -> dict[str, Any]:
             )
             conn.close()
     probe_after = fsync_probe()
-    wall = median(ts)
     return {
         **versions(),
         "scenario": "chain_sqlite",
         "durability": durability,
         "n": n,
         "reps": reps,
-        "wall_s": wall,
-        "wall_all_s": ts,
-        "us_per_step": wall / n * 1e6,
-        "cpu_us_per_step": median(cs) / n * 1e6,
+        **per_step(ts, cs, n),
         "db_bytes": int(median(sizes)),
         "store_bytes_per_step": median(growth) / n,
         "rows": rows[-1],
