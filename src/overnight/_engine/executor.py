@@ -10,7 +10,6 @@ stops the execution without writing anything: the new owner continues from the j
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("overnight.executor")
 
 StopReason = Literal["cancel", "timeout", "lost", "drain"]
+Outcome = tuple[BaseException | None, Any]
 JOURNAL_PAGE = 2000
 
 
@@ -65,6 +65,7 @@ class RunExecutor:
         self.task: asyncio.Task[Any] | None = None
         self.run: RunState | None = None
         self.stop_reason: StopReason | None = None
+        self.in_body = False
 
     # -- requests from the worker -------------------------------------------------------------
 
@@ -72,8 +73,8 @@ class RunExecutor:
         """Stop the run now: cancellation, deadline, lost lease, or a drain that ran out of time."""
         if self.stop_reason is None or reason == "lost":
             self.stop_reason = reason
-        if self.task is not None:
-            self.task.cancel()
+        if self.in_body and self.task is not None:
+            self.task.cancel()  # only the workflow is interrupted, never the recording of its end
 
     def drain(self) -> None:
         """Let running steps finish, start no new ones, then requeue the run."""
@@ -123,37 +124,49 @@ class RunExecutor:
         if run.deadline is not None and time.time() >= run.deadline:
             await self._fail(run, RunTimeout(_timeout_message(run)))
             return
-        root = Scope(run, "", None)
-        context = contextvars.copy_context()
-        context.run(CURRENT.set, root)
-        loop = asyncio.get_running_loop()
-        self.task = loop.create_task(self._body(root, workflow, run), context=context)
+        outcome = await self._run_body(workflow, run)
+        await self._record_outcome(run, outcome)
+
+    async def _run_body(self, workflow: Workflow[Any, Any], run: RunState) -> Outcome:
+        """Run the workflow in this task, under the root scope; return how it ended.
+
+        The body runs in the executor's own task (one task per run, not two); `cancel`
+        interrupts it only while `in_body`, so recording the outcome is never cut short.
+        """
+        self.task = asyncio.current_task()
+        root = Scope(run, "", self.task)
+        token = CURRENT.set(root)
         watchdog = None
         if run.deadline is not None:
-            watchdog = loop.call_later(max(0.0, run.deadline - time.time()), self.cancel, "timeout")
+            delay = max(0.0, run.deadline - time.time())
+            watchdog = asyncio.get_running_loop().call_later(delay, self.cancel, "timeout")
+        self.in_body = True
         try:
-            await asyncio.wait([self.task])
+            result = await workflow(Context(run), codec.loads(self.record.input))
+            run.journal.check_complete()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if self.stop_reason is None:
+                    raise  # cancelled from outside (the loop is shutting down): record nothing
+                if self.task is not None:
+                    self.task.uncancel()
+            return (exc, None)
+        else:
+            return (None, result)
         finally:
+            self.in_body = False
+            CURRENT.reset(token)
             if watchdog is not None:
                 watchdog.cancel()
-        await self._record_outcome(run, self.task)
 
-    async def _body(self, root: Scope, workflow: Workflow[Any, Any], run: RunState) -> Any:
-        root.task = asyncio.current_task()
-        value = codec.loads(self.record.input)
-        result = await workflow(Context(run), value)
-        run.journal.check_complete()
-        return result
-
-    async def _record_outcome(self, run: RunState, task: asyncio.Task[Any]) -> None:
+    async def _record_outcome(self, run: RunState, outcome: Outcome) -> None:
         if self.stop_reason == "lost":
             return
-        if task.cancelled():
-            await self._stopped(run)
-            return
-        exc = task.exception()
+        exc, result = outcome
         if exc is None:
-            await self._complete(run, task.result())
+            await self._complete(run, result)
         elif isinstance(exc, StoreError):
             raise exc
         elif isinstance(exc, Suspend):
