@@ -17,7 +17,6 @@ position or input; new keys execute. Entries recorded after the acceptance are c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -33,16 +32,20 @@ class Divergence(BaseException):
         self.message = message
 
 
-@dataclass(slots=True)
 class KeyState:
     """All journal entries recorded under one key, in order."""
 
-    key: str
-    scope: str
-    pos: int | None
-    strict: bool
-    entries: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    visited: bool = False
+    __slots__ = ("entries", "key", "pos", "scope", "strict", "visited")
+
+    def __init__(self, key: str, scope: str, pos: int | None, strict: bool) -> None:
+        self.key = key
+        self.scope = scope
+        self.pos = pos
+        """Ordinal of the key's first call in its scope (None for markers without one)."""
+        self.strict = strict
+        """Checked against the code (False for entries recorded before accepted changes)."""
+        self.entries: list[tuple[str, dict[str, Any]]] = []
+        self.visited = False
 
     def last(self, kind: str) -> dict[str, Any] | None:
         """The data of the last entry of a kind, or None."""
@@ -51,11 +54,6 @@ class KeyState:
                 found: dict[str, Any] = data
                 return found
         return None
-
-
-def scope_of(key: str) -> str:
-    """The scope prefix of a key: everything up to and including the last `/`."""
-    return key[: key.rfind("/") + 1]
 
 
 class JournalIndex:
@@ -86,14 +84,15 @@ class JournalIndex:
             return
         if kind == "signal":
             self.signals_consumed.add(data["sseq"])
-        state = self.records.get(entry.key)
+        key = entry.key
+        state = self.records.get(key)
         if state is None:
             pos = data.get("pos")
-            scope = scope_of(entry.key)
-            state = KeyState(entry.key, scope, pos, strict=not self.accepted)
-            self.records[entry.key] = state
+            scope = key[: key.rfind("/") + 1]  # everything up to the last '/'
+            state = KeyState(key, scope, pos, not self.accepted)
+            self.records[key] = state
             if pos is not None:
-                self.positions[(scope, pos)] = entry.key
+                self.positions[(scope, pos)] = key
                 self.unvisited += 1
         state.entries.append((kind, data))
 
