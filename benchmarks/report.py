@@ -263,7 +263,7 @@ def headline(r: Results) -> list[str]:
             f"{c['kills']} kills; unsafe in doubt parked {c['parked_for_unsafe']} / "
             f"{c['unsafe_in_doubt']}; output mismatches {c['output_mismatches']}; "
             f"failed trials {c['failed_trials']}",
-            "re-ran the completed node in 6/6 targeted kills (peers/RESULTS.md)",
+            "re-ran the completed node in 6/6 kills aimed after its side effect (peer measurement)",
             "—",
             "≥ 100 trials, zero re-runs, zero duplicate effects: "
             + ("met" if c["ok"] and c["trials"] >= 100 else "**missed**"),
