@@ -39,7 +39,7 @@ except ImportError as exc:  # tested in a subprocess that cannot import psycopg
 from .._engine.crash import crash_point
 from . import postgres_ops as ops
 from .base import Entry, EntryKind, Lease, NewRun, Renewal, RunRecord, Signal, Wait
-from .postgres_batch import Attempt, Batch, Key, Op, write
+from .postgres_batch import Attempt, Batch, Create, Key, Op, write
 from .postgres_config import parse_url
 from .postgres_listen import Listener, channel_for
 from .postgres_schema import migrate
@@ -67,6 +67,8 @@ class PostgresStore:
         """Transactions committed by this store (group commit makes it far below writes)."""
         self.wakeups: list[Callable[[], None]] = []
         """Called when a run becomes due now (here, or in another process: LISTEN/NOTIFY)."""
+        self.migrated = 0
+        """How many migrations `open` applied (0 when another process had applied them)."""
         self._token = uuid.uuid4().hex
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] | None = None
         self._listener: Listener | None = None
@@ -90,7 +92,7 @@ class PostgresStore:
             return
         conn = await self._connect()
         try:
-            await migrate(conn, self.schema, self.where)
+            self.migrated = await migrate(conn, self.schema, self.where)
             pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
                 self.config.conninfo,
                 kwargs=self.config.connect_kwargs,
@@ -337,7 +339,7 @@ class PostgresStore:
 
     async def create_run(self, new: NewRun, *, now: float) -> tuple[RunRecord, bool]:
         _check_new(new)
-        result: tuple[RunRecord, bool] = await self._submit(lambda tx: ops.create(tx, new, now))
+        result: tuple[RunRecord, bool] = await self._submit(Create(new, now))
         return result
 
     async def send_signal(

@@ -11,16 +11,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import StaleLeaseError, StoreError, UserError
 from . import postgres_ops as ops
-from .base import Entry, Lease
+from .base import Entry, Lease, NewRun
 from .common import out_of_order
 
-Op = Callable[[ops.Tx], Awaitable[Any]]
 Key = tuple[str, int]
 """A lease as the store remembers it: (run id, epoch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """A `create_run`: consecutive ones of a batch are written by one statement."""
+
+    new: NewRun
+    now: float
+
+
+Op = Callable[[ops.Tx], Awaitable[Any]] | Create
 
 
 class Batch:
@@ -99,26 +110,37 @@ async def write(tx: ops.Tx, batch: Batch, attempt: Attempt, next_seq: Mapping[Ke
                 "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 sorted(blobs.items()),
             )
-    for op_lease, op, _ in batch.ops:
-        attempt.results.append(await _run_op(tx, op_lease, op, attempt))
+    queued, i = batch.ops, 0
+    while i < len(queued):
+        op_lease, op, _ = queued[i]
+        if isinstance(op, Create):
+            creates = []
+            while i < len(queued) and isinstance(queued[i][1], Create):
+                create = queued[i][1]
+                assert isinstance(create, Create)
+                creates.append((create.new, create.now))
+                i += 1
+            attempt.results.extend((r, None) for r in await ops.create_many(tx, creates))
+        else:
+            attempt.results.append(await _run_op(tx, op_lease, op, attempt))
+            i += 1
 
 
 async def _run_op(
     tx: ops.Tx, lease: Lease | None, op: Op, attempt: Attempt
 ) -> tuple[Any, BaseException | None]:
+    """Run one op; one with a lease fences itself (an earlier op of this batch, a takeover, a
+    cancel or a control, may have fenced the lease since its entries were written)."""
     if lease is not None:
-        key = (lease.run_id, lease.epoch)
-        refused = attempt.refusal(key)
+        refused = attempt.refusal((lease.run_id, lease.epoch))
         if refused is not None:
             return None, StoreError(refused)
-        # Checked when the op runs, not with the entries: an earlier op of this batch (a
-        # takeover, a cancel, a control) may have fenced this lease.
-        held, tx.cancel_requested = await ops.holds(tx, lease)
-        if not held:
-            attempt.stale.add(key)
-            return None, StaleLeaseError(lease.run_id, lease.epoch)
+    assert not isinstance(op, Create)
     try:
         return await op(tx), None
+    except StaleLeaseError as exc:
+        attempt.stale.add((exc.run_id, exc.epoch))
+        return None, exc
     except (StoreError, UserError) as exc:
         return None, exc  # ops raise these before they write anything: nothing to undo
 

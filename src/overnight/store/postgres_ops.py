@@ -14,13 +14,14 @@ on is read (PostgreSQL runs each statement on a fresh snapshot in READ COMMITTED
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
-from ..errors import RunNotFoundError, UserError
+from ..errors import RunNotFoundError, StaleLeaseError, UserError
 from .base import TERMINAL, EntryKind, Lease, NewRun, Renewal, RunRecord, Signal, Wait
 from .common import CANCELLED_ERROR, cancelled_output, dead_error, encode_wait, wait_signals
 
@@ -34,21 +35,18 @@ TERMINAL_SQL = "('completed','failed','cancelled','dead')"
 
 
 class Tx:
-    """What an op sees: the connection inside the batch transaction, and what it learned.
+    """What an op sees: the connection inside the batch transaction, and a wake-up flag.
 
-    A batch may be retried (after a deadlock, or a connection lost before COMMIT), so ops never
-    change the store's state directly: what they learn goes here, and the store applies it once
-    the transaction committed.
+    Ops raise `StoreError`/`UserError` (a stale lease, a missing run) only before they write,
+    so the batch goes on without them; any other error fails the whole transaction.
     """
 
-    __slots__ = ("cancel_requested", "conn", "woke")
+    __slots__ = ("conn", "woke")
 
     def __init__(self, conn: AsyncConnection[TupleRow]) -> None:
         self.conn = conn
         self.woke = False
         """Set by an op that made a run due now: workers are told after the commit."""
-        self.cancel_requested = False
-        """Of the run of the op running now, if it carries a lease: as its lease check read it."""
 
 
 def record(row: Sequence[Any]) -> RunRecord:
@@ -66,34 +64,64 @@ async def get(tx: Tx, run_id: str, *, lock: bool = True) -> RunRecord:
     return record(row)
 
 
-async def holds(tx: Tx, lease: Lease) -> tuple[bool, bool]:
-    """Whether the lease still holds its run (current epoch, running), and whether cancellation
-    of the run was requested. Locks the row."""
+async def fence(tx: Tx, lease: Lease) -> bool:
+    """Raise StaleLeaseError unless the lease holds its run (current epoch, running); return
+    whether the run's cancellation was requested. The batch locked the row already."""
     cur = await tx.conn.execute(
-        "SELECT epoch, status, cancel_requested FROM runs WHERE id = %s FOR UPDATE",
-        (lease.run_id,),
+        "SELECT epoch, status, cancel_requested FROM runs WHERE id = %s", (lease.run_id,)
     )
     row = await cur.fetchone()
     if row is None or row[0] != lease.epoch or row[1] != "running":
-        return False, False
-    return True, bool(row[2])
+        raise StaleLeaseError(lease.run_id, lease.epoch)
+    return bool(row[2])
 
 
 # -- runs ---------------------------------------------------------------------------------------
 
 
 async def create(tx: Tx, new: NewRun, now: float) -> tuple[RunRecord, bool]:
+    [result] = await create_many(tx, [(new, now)])
+    return result
+
+
+async def create_many(
+    tx: Tx, creates: Sequence[tuple[NewRun, float]]
+) -> list[tuple[RunRecord, bool]]:
+    """Create runs (each new one queued, due at its `now`) in one statement, so a burst of
+    starts shares one round trip; each result is what `create_run` returns for it. Of two with
+    one id, the first creates the run."""
     cur = await tx.conn.execute(
         "INSERT INTO runs (id, workflow, version, input, options, status, parent_id, due_at, "
-        "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, 'queued', %s, %s, %s, %s) "
+        "created_at, updated_at) SELECT id, workflow, version, input, options, 'queued', "
+        "parent_id, now, now, now FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], "
+        "%s::bytea[], %s::text[], %s::float8[]) WITH ORDINALITY "
+        "AS n(id, workflow, version, input, options, parent_id, now, i) ORDER BY i "
         f"ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}",
-        (new.id, new.workflow, new.version, new.input, new.options, new.parent_id, now, now, now),
+        (
+            [n.id for n, _ in creates],
+            [n.workflow for n, _ in creates],
+            [n.version for n, _ in creates],
+            [n.input for n, _ in creates],
+            [n.options for n, _ in creates],
+            [n.parent_id for n, _ in creates],
+            [now for _, now in creates],
+        ),
     )
-    row = await cur.fetchone()
-    if row is not None:
+    runs = {row[0]: record(row) for row in await cur.fetchall()}
+    created = set(runs)
+    if created:
         tx.woke = True
-        return record(row), True
-    return await get(tx, new.id, lock=False), False
+    missing = sorted({n.id for n, _ in creates} - created)
+    if missing:
+        cur = await tx.conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY(%s)", (missing,)
+        )
+        runs.update((row[0], record(row)) for row in await cur.fetchall())
+    results = []
+    for new, _ in creates:
+        results.append((dataclasses.replace(runs[new.id]), new.id in created))
+        created.discard(new.id)
+    return results
 
 
 async def finish(
@@ -105,15 +133,28 @@ async def finish(
     now: float,
     continue_as: NewRun | None,
 ) -> None:
-    await tx.conn.execute(
+    # Fenced by its WHERE: one round trip for the common run that has no parent.
+    cur = await tx.conn.execute(
         "UPDATE runs SET status = %s, result = %s, error = %s, owner = NULL, "
         "cancel_requested = false, due_at = NULL, updated_at = %s, continued_to = %s "
-        "WHERE id = %s",
-        (status, result, error, now, continue_as.id if continue_as else None, lease.run_id),
+        "WHERE id = %s AND epoch = %s AND status = 'running' RETURNING parent_id",
+        (
+            status,
+            result,
+            error,
+            now,
+            continue_as.id if continue_as else None,
+            lease.run_id,
+            lease.epoch,
+        ),
     )
+    row = await cur.fetchone()
+    if row is None:
+        raise StaleLeaseError(lease.run_id, lease.epoch)
     if continue_as is not None:
         await create(tx, continue_as, now)
-    await wake_parent(tx, lease.run_id, now)
+    if row[0] is not None:
+        await wake_parent(tx, lease.run_id, now)
 
 
 async def suspend(
@@ -124,7 +165,7 @@ async def suspend(
     note: str | None,
     now: float,
 ) -> None:
-    if tx.cancel_requested:
+    if await fence(tx, lease):
         # Cancellation was asked after the worker's last renewal: it suspends without knowing.
         # The run is no longer held, so the request takes effect now.
         await cancel(tx, lease.run_id, now)
@@ -134,7 +175,7 @@ async def suspend(
         due = wait.timer if wait is not None and wait.timer is not None else now
     elif status == "parked" or wait is None:
         due = None
-    elif await wait_satisfied(tx, lease.run_id, wait):
+    elif (wait.signals or wait.children) and await wait_satisfied(tx, lease.run_id, wait):
         due = now
     else:
         due = wait.timer
