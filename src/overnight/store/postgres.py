@@ -65,6 +65,8 @@ class PostgresStore:
         self.channel = channel_for(self.schema)
         self.commits = 0
         """Transactions committed by this store (group commit makes it far below writes)."""
+        self.retries = 0
+        """Transactions tried again after failing before COMMIT (a deadlock, a lost connection)."""
         self.wakeups: list[Callable[[], None]] = []
         """Called when a run becomes due now (here, or in another process: LISTEN/NOTIFY)."""
         self.migrated = 0
@@ -168,9 +170,22 @@ class PostgresStore:
                 self._flusher = asyncio.get_running_loop().create_task(self._flush_all())
         return batch
 
-    def _submit(self, op: Op, lease: Lease | None = None) -> asyncio.Future[Any]:
+    def _submit(
+        self,
+        op: Op,
+        lease: Lease | None = None,
+        *,
+        locks: Sequence[str] = (),
+        ends: Sequence[str] = (),
+    ) -> asyncio.Future[Any]:
+        """Queue an op for the next transaction. `locks`: the runs it writes to besides its
+        lease's; `ends`: the runs it may end (their parents may be woken). The batch locks all
+        of these first, in one go (see `postgres_batch.write`)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._current().ops.append((lease, op, future))
+        batch = self._current()
+        batch.ops.append((lease, op, future))
+        batch.locks.update(locks)
+        batch.parents.update(ends)
         return future
 
     async def _flush_all(self) -> None:
@@ -211,6 +226,7 @@ class PostgresStore:
                 if committing or number == _ATTEMPTS:
                     break
                 log.info("PostgreSQL transaction failed before COMMIT (%s); trying again", exc)
+                self.retries += 1
                 await self._check_pool()
             except Exception as exc:
                 failure = exc
@@ -302,7 +318,9 @@ class PostgresStore:
         if continue_as is not None:
             _check_new(continue_as)
         await self._submit(
-            lambda tx: ops.finish(tx, lease, status, result, error, now, continue_as), lease
+            lambda tx: ops.finish(tx, lease, status, result, error, now, continue_as),
+            lease,
+            ends=[lease.run_id],
         )
         self._next_seq.pop((lease.run_id, lease.epoch), None)  # the lease ends here
 
@@ -317,7 +335,11 @@ class PostgresStore:
     ) -> None:
         if note is not None:
             note = note.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
-        await self._submit(lambda tx: ops.suspend(tx, lease, status, wait, note, now), lease)
+        await self._submit(
+            lambda tx: ops.suspend(tx, lease, status, wait, note, now),
+            lease,
+            ends=[lease.run_id],  # cancelled instead, if cancellation was requested
+        )
         self._next_seq.pop((lease.run_id, lease.epoch), None)  # the lease ends here
 
     async def claim(
@@ -332,7 +354,10 @@ class PostgresStore:
 
     async def renew(self, leases: Sequence[Lease], *, now: float, lease_seconds: float) -> Renewal:
         leases = list(leases)
-        result: Renewal = await self._submit(lambda tx: ops.renew(tx, leases, now, lease_seconds))
+        result: Renewal = await self._submit(
+            lambda tx: ops.renew(tx, leases, now, lease_seconds),
+            locks=[lease.run_id for lease in leases],
+        )
         return result
 
     # -- control plane --------------------------------------------------------------------------
@@ -347,13 +372,16 @@ class PostgresStore:
     ) -> Signal | None:
         _check_text(run_id=run_id, name=name, signal_id=signal_id)
         result: Signal | None = await self._submit(
-            lambda tx: ops.send_signal(tx, run_id, name, payload, signal_id, now)
+            lambda tx: ops.send_signal(tx, run_id, name, payload, signal_id, now),
+            locks=[run_id],
         )
         return result
 
     async def request_cancel(self, run_id: str, *, now: float) -> RunRecord:
         _check_text(run_id=run_id)
-        result: RunRecord = await self._submit(lambda tx: ops.request_cancel(tx, run_id, now))
+        result: RunRecord = await self._submit(
+            lambda tx: ops.request_cancel(tx, run_id, now), locks=[run_id], ends=[run_id]
+        )
         return result
 
     async def control(
@@ -363,7 +391,9 @@ class PostgresStore:
         for key, _, _ in entries:
             _check_text(key=key)
         entries = list(entries)
-        result: RunRecord = await self._submit(lambda tx: ops.control(tx, run_id, entries, now))
+        result: RunRecord = await self._submit(
+            lambda tx: ops.control(tx, run_id, entries, now), locks=[run_id]
+        )
         return result
 
     # -- reads ----------------------------------------------------------------------------------

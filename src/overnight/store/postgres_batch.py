@@ -37,12 +37,16 @@ Op = Callable[[ops.Tx], Awaitable[Any]] | Create
 class Batch:
     """Writes queued for the next transaction."""
 
-    __slots__ = ("blobs", "entries", "ops", "valid", "waiters")
+    __slots__ = ("blobs", "entries", "locks", "ops", "parents", "valid", "waiters")
 
     def __init__(self) -> None:
         self.entries: list[tuple[Lease, Sequence[Entry]]] = []
         self.blobs: list[tuple[Lease, dict[str, bytes]]] = []
         self.ops: list[tuple[Lease | None, Op, asyncio.Future[Any]]] = []
+        self.locks: set[str] = set()
+        """Runs the ops will write to (besides the leases' runs): locked at the start."""
+        self.parents: set[str] = set()
+        """Runs the ops may end: their parents (which they may wake) are locked at the start."""
         self.waiters: list[asyncio.Future[None]] = []
         """One future per `commit` caller: cancelling one caller cancels only its own."""
         self.valid: set[Key] = set()
@@ -75,14 +79,18 @@ async def write(tx: ops.Tx, batch: Batch, attempt: Attempt, next_seq: Mapping[Ke
     conn = tx.conn
     leases = {lease for lease, _ in batch.entries}
     leases.update(lease for lease, _ in batch.blobs)
-    ids = {lease.run_id for lease in leases}
+    ids = {lease.run_id for lease in leases} | batch.locks
     ids.update(lease.run_id for lease, _, _ in batch.ops if lease is not None)
-    if ids:
-        # Locked in id order (fewer deadlocks between batches) and held until the commit: no
-        # takeover elsewhere can slip between this check and our writes.
+    if ids or batch.parents:
+        # Every row the batch will write to is locked here, in one statement in id order, and
+        # held until the commit. No takeover elsewhere can slip between the epoch checks below
+        # and our writes; and two batches never wait for each other in a cycle (one finishing
+        # a child of a parent the other suspends, and the reverse, would deadlock if each
+        # locked as it went). Claims lock later, with SKIP LOCKED: they never wait.
         cur = await conn.execute(
-            "SELECT id, epoch, status FROM runs WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-            (sorted(ids),),
+            "SELECT id, epoch, status FROM runs WHERE id = ANY(%s) OR id IN "
+            "(SELECT parent_id FROM runs WHERE id = ANY(%s)) ORDER BY id FOR UPDATE",
+            (sorted(ids), sorted(batch.parents)),
         )
         current = {run_id: (epoch, status) for run_id, epoch, status in await cur.fetchall()}
         for lease in leases:

@@ -7,9 +7,9 @@ on is read (PostgreSQL runs each statement on a fresh snapshot in READ COMMITTED
   that may wake it, a cancel, a control;
 - claims lock the due rows they hand out with `FOR UPDATE SKIP LOCKED`, so concurrent claims never
   wait for each other and never return the same run;
-- a child ending wakes its parent with one `UPDATE` that waits for the parent's row lock and then
-  re-reads the parent, so a parent suspending at the same moment is woken either way: it either
-  sees the child ended (after our commit) or is seen waiting by us.
+- a child ending locks its parent's row before reading whether the parent waits for it, so a
+  parent suspending at the same moment (its row locked, reading its children) is woken either
+  way: it sees the child ended, or the child sees it waiting.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from psycopg.rows import TupleRow
 
 from ..errors import RunNotFoundError, StaleLeaseError, UserError
 from .base import TERMINAL, EntryKind, Lease, NewRun, Renewal, RunRecord, Signal, Wait
-from .common import CANCELLED_ERROR, cancelled_output, dead_error, encode_wait, wait_signals
+from .common import (
+    CANCELLED_ERROR,
+    cancelled_output,
+    dead_error,
+    encode_wait,
+    wait_children,
+    wait_signals,
+)
 
 # In the order of RunRecord's fields, so a row makes a record with RunRecord(*row).
 RUN_COLUMNS = (
@@ -89,13 +96,14 @@ async def create_many(
 ) -> list[tuple[RunRecord, bool]]:
     """Create runs (each new one queued, due at its `now`) in one statement, so a burst of
     starts shares one round trip; each result is what `create_run` returns for it. Of two with
-    one id, the first creates the run."""
+    one id, the first creates the run. Rows go in in id order: two batches starting the same
+    ids (two clients) wait for each other's inserts in one order, never in a cycle."""
     cur = await tx.conn.execute(
         "INSERT INTO runs (id, workflow, version, input, options, status, parent_id, due_at, "
         "created_at, updated_at) SELECT id, workflow, version, input, options, 'queued', "
         "parent_id, now, now, now FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], "
         "%s::bytea[], %s::text[], %s::float8[]) WITH ORDINALITY "
-        "AS n(id, workflow, version, input, options, parent_id, now, i) ORDER BY i "
+        "AS n(id, workflow, version, input, options, parent_id, now, i) ORDER BY id, i "
         f"ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}",
         (
             [n.id for n, _ in creates],
@@ -210,16 +218,22 @@ async def wait_satisfied(tx: Tx, run_id: str, wait: Wait) -> bool:
 async def wake_parent(tx: Tx, run_id: str, now: float) -> None:
     """Make the run's parent due now if it waits for this run.
 
-    One UPDATE: it waits for the parent's row lock, then re-checks the parent's latest version.
+    The parent's row is locked whatever its state, before its state is read. A parent
+    suspending at this moment in another transaction holds that lock while it checks its
+    children: either it committed first (we then read it waiting, and wake it) or we commit
+    first (it then reads this run ended). An UPDATE filtered on `status = 'waiting'` would not
+    do: it takes no lock on a parent still running in its snapshot, and both would miss.
     """
     cur = await tx.conn.execute(
-        "UPDATE runs p SET due_at = %s FROM runs c WHERE c.id = %s AND p.id = c.parent_id "
-        "AND p.status = 'waiting' AND p.waiting IS NOT NULL "
-        "AND (convert_from(p.waiting, 'UTF8')::jsonb -> 'children') ? c.id RETURNING p.id",
-        (now, run_id),
+        "SELECT id, status, waiting FROM runs "
+        "WHERE id = (SELECT parent_id FROM runs WHERE id = %s) FOR UPDATE",
+        (run_id,),
     )
-    if await cur.fetchone() is not None:
-        tx.woke = True
+    row = await cur.fetchone()
+    if row is None or row[1] != "waiting" or run_id not in wait_children(row[2]):
+        return
+    await tx.conn.execute("UPDATE runs SET due_at = %s WHERE id = %s", (now, row[0]))
+    tx.woke = True
 
 
 async def append_unowned(
@@ -321,7 +335,10 @@ async def renew(tx: Tx, leases: Sequence[Lease], now: float, lease_seconds: floa
 async def send_signal(
     tx: Tx, run_id: str, name: str, payload: bytes, signal_id: str, now: float
 ) -> Signal | None:
-    run = await get(tx, run_id)  # locked first: a suspend committed later sees this signal
+    # The run's row is locked before the signal takes its seq: a suspend committed later sees
+    # this signal, and signals to one run become visible in seq order (a wait's cursor never
+    # skips one committed late with a lower seq).
+    run = await get(tx, run_id)
     cur = await tx.conn.execute(
         "INSERT INTO signals (run_id, name, signal_id, payload, created_at) "
         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (run_id, signal_id) DO NOTHING RETURNING seq",
