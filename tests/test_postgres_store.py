@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -21,9 +22,11 @@ from psycopg import sql
 
 from overnight import Engine, StoreError, StoreFormatError, UserError
 from overnight.store import open_store
+from overnight.store.base import Lease, Wait
 from overnight.store.postgres import PostgresStore
 from overnight.store.postgres_schema import LATEST, LOCK_CLASS, VERSION_TABLE
-from tests.conformance.support import LEASE, T, claim, new_run
+from tests import pg_workflows
+from tests.conformance.support import LEASE, T, claim, finish, new_run
 from tests.conftest import POSTGRES_URL, fresh_schema, with_options
 from tests.helpers import until_status
 from tests.pg_workflows import stamps, waits_then_stamps
@@ -554,3 +557,115 @@ async def test_group_commit_shares_transactions_between_runs(schema: str) -> Non
         f"{store.commits} transactions ({entries / store.commits:.1f} entries per commit)"
     )
     assert store.commits * 5 < entries
+
+
+# -- (g) leases between workers: heartbeats keep them, expiry hands the run over, fencing --------
+
+
+async def test_a_worker_whose_lease_expired_is_fenced_out_by_the_one_that_took_over(
+    schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Worker A stops renewing (its heartbeat is far longer than its lease) while a step runs;
+    worker B takes the run over after the lease expires and completes it. When A's step returns,
+    its writes are rejected by the epoch: the journal holds nothing A wrote after the takeover."""
+    pg_workflows.CALLS.clear()
+    pg_workflows.GATE.update(entered=asyncio.Event(), release=asyncio.Event())
+    a_store = PostgresStore(url_for(schema))
+    async with Engine(a_store, lease_seconds=0.5, heartbeat_seconds=60, poll_seconds=0.05) as a:
+        handle = await a.start(pg_workflows.calls_slow_once)
+        await asyncio.wait_for(pg_workflows.GATE["entered"].wait(), 10)
+        first = await a.get_run(handle.run_id)
+        async with Engine(PostgresStore(url_for(schema)), poll_seconds=0.05) as b:
+            assert await b.result(handle.run_id, timeout=10) == "second worker"
+            record = await b.get_run(handle.run_id)
+            assert (record.status, record.attempts, record.recoveries) == ("completed", 2, 1)
+            assert record.epoch == first.epoch + 1
+            pg_workflows.GATE["release"].set()  # A's step returns; A tries to journal it
+            await until("A gives the run up", lambda: handle.run_id not in a.active_runs())
+            rejected = f"lease (epoch {first.epoch}) was taken over by another worker"
+            assert any(rejected in r.getMessage() for r in caplog.records)  # A tried, in vain
+            entries = await b.journal(handle.run_id)
+            assert await b.get_run(handle.run_id) == record  # unchanged by A
+    assert len(pg_workflows.CALLS) == 2
+    assert len(set(pg_workflows.CALLS)) == 1  # keyed: the same idempotency key both times
+    assert [e.kind for e in entries if e.key == "slow_once#1"].count("done") == 1
+    assert all(b"first worker" not in e.data for e in entries)
+
+
+async def test_heartbeats_keep_the_lease_of_a_step_longer_than_the_lease(schema: str) -> None:
+    """A step runs for three lease periods; renewals keep the lease, so a second worker,
+    polling all along, never takes the run over."""
+    url = url_for(schema)
+    timing: dict[str, Any] = {"lease_seconds": 0.5, "heartbeat_seconds": 0.1, "poll_seconds": 0.05}
+    async with Engine(PostgresStore(url), **timing) as a:
+        handle = await a.start(pg_workflows.runs_longer_than_its_lease, 1.5)
+        await until_status(a, handle.run_id, "running")
+        async with Engine(PostgresStore(url), **timing) as b:
+            assert await a.result(handle.run_id, timeout=10) == "done"
+            assert b.active_runs() == []
+            record = await b.get_run(handle.run_id)
+    assert (record.status, record.attempts, record.recoveries, record.epoch) == (
+        "completed",
+        1,
+        0,
+        1,
+    )
+
+
+# -- (h) wake-ups racing suspends across stores ----------------------------------------------
+
+
+async def test_wake_ups_racing_suspends_in_other_stores_are_never_lost(schema: str) -> None:
+    """Parents suspend, waiting for their child or for a signal, at the very moment their
+    children end and their signals arrive, in other stores (other transactions).
+
+    Two workers A and B each hold half of the parents, and the children of the other's
+    parents; a third store sends the signals. In whichever order the transactions reach each
+    run, every parent ends up due: no wait is left without the wake-up that came (as
+    read-committed transactions that each read what the other has not committed yet can do),
+    and no two batches deadlock (each locks parents the other's children wake).
+    """
+    url = url_for(schema)
+    a, b, c = await opened(url), await opened(url), await opened(url)
+    try:
+        n = 160
+        await asyncio.gather(*(c.create_run(new_run(f"p{i:03}"), now=T) for i in range(n)))
+        held = {r.id: (a, r) for r in await claim(a, "a", now=T, limit=n // 2)}
+        held |= {r.id: (b, r) for r in await claim(b, "b", now=T, limit=n // 2)}
+        for worker, other, name in ((a, b, "b"), (b, a, "a")):  # children go to the other one
+            parents = [run_id for run_id, (store, _) in held.items() if store is worker]
+            await asyncio.gather(
+                *(c.create_run(new_run(f"c{p[1:]}", parent_id=p), now=T + 1) for p in parents)
+            )
+            held |= {r.id: (other, r) for r in await claim(other, name, now=T + 1, limit=n)}
+        assert len(held) == 2 * n
+        moves = []
+        for run_id, (store, run) in held.items():
+            assert run.owner is not None
+            lease = Lease(run_id, run.owner, run.epoch)
+            if run_id.startswith("c"):
+                if int(run_id[1:]) % 2 == 0:
+                    moves.append(finish(store, lease, now=T + 2))
+            elif int(run_id[1:]) % 2 == 0:
+                wait = Wait(children=(f"c{run_id[1:]}",))
+                moves.append(
+                    store.suspend(lease, status="waiting", wait=wait, note=None, now=T + 2)
+                )
+            else:
+                wait = Wait(signals=("go",))
+                moves.append(
+                    store.suspend(lease, status="waiting", wait=wait, note=None, now=T + 2)
+                )
+                moves.append(c.send_signal(run_id, "go", b"1", "s", now=T + 2))
+        random.Random(7).shuffle(moves)
+        started = time.perf_counter()
+        await asyncio.gather(*moves)
+        print(f"\nracing: {len(moves)} moves in {time.perf_counter() - started:.2f} s")
+        assert (a.retries, b.retries, c.retries) == (0, 0, 0)  # no deadlock to resolve
+        waiting = await c.list_runs(statuses=["waiting"], limit=n)
+        assert len(waiting) == n
+        lost = sorted(r.id for r in waiting if r.due_at is None)
+        assert lost == [], f"{len(lost)} parents wait for a wake-up that came: {lost}"
+    finally:
+        for store in (a, b, c):
+            await store.close()
