@@ -347,6 +347,10 @@ def test_libpq_parameters_pass_through_and_options_are_kept() -> None:
     assert "listen" not in store.config.conninfo
     assert store.config.connect_kwargs["options"] == "-c statement_timeout=5000 -c search_path=s"
     assert "application_name" not in store.config.connect_kwargs  # the user's is kept
+    assert store.config.connect_kwargs["keepalives_idle"] == 30  # a silent server is noticed
+    mine = PostgresStore("postgresql://u@h/db?keepalives_idle=5")
+    assert "keepalives_idle" not in mine.config.connect_kwargs  # the URL's is kept
+    assert "keepalives_idle=5" in mine.config.conninfo
     assert store.config.listen is False
 
 
@@ -571,15 +575,19 @@ async def test_a_worker_whose_lease_expired_is_fenced_out_by_the_one_that_took_o
     pg_workflows.CALLS.clear()
     pg_workflows.GATE.update(entered=asyncio.Event(), release=asyncio.Event())
     a_store = PostgresStore(url_for(schema))
-    async with Engine(a_store, lease_seconds=0.5, heartbeat_seconds=60, poll_seconds=0.05) as a:
+    # A polls rarely: it claims its run when it starts it (woken), then must not take its own
+    # expired run back before B does.
+    async with Engine(a_store, lease_seconds=0.5, heartbeat_seconds=60, poll_seconds=30) as a:
         handle = await a.start(pg_workflows.calls_slow_once)
         await asyncio.wait_for(pg_workflows.GATE["entered"].wait(), 10)
         first = await a.get_run(handle.run_id)
+        assert a.active_runs() == [handle.run_id]
         async with Engine(PostgresStore(url_for(schema)), poll_seconds=0.05) as b:
             assert await b.result(handle.run_id, timeout=10) == "second worker"
             record = await b.get_run(handle.run_id)
             assert (record.status, record.attempts, record.recoveries) == ("completed", 2, 1)
             assert record.epoch == first.epoch + 1
+            assert a.active_runs() == [handle.run_id]  # A's step still runs
             pg_workflows.GATE["release"].set()  # A's step returns; A tries to journal it
             await until("A gives the run up", lambda: handle.run_id not in a.active_runs())
             rejected = f"lease (epoch {first.epoch}) was taken over by another worker"

@@ -20,6 +20,13 @@ from ..errors import UserError
 OPTIONS = ("schema", "pool_min", "pool_max", "listen")
 DEFAULT_SCHEMA = "overnight"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+KEEPALIVES: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+"""TCP keepalives (libpq parameters) unless the URL sets them: a dead peer is noticed in ~1 min."""
 _TRUE = ("true", "on", "1", "yes")
 _FALSE = ("false", "off", "0", "no")
 
@@ -78,6 +85,11 @@ def parse_url(url: str) -> Config:
     if "application_name" not in params:
         # Tells operators which connections are whose (pg_stat_activity).
         kwargs["application_name"] = f"overnight {schema}"[:63]
+    for key, setting in KEEPALIVES.items():
+        # The wake-up listener only reads: without keepalives a server gone silently (a
+        # network partition) would go unnoticed for hours, and wake-ups with it.
+        if key not in params:
+            kwargs[key] = setting
     where = (
         f"database {params.get('dbname') or '(default)'!r} on "
         f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
