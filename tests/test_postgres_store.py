@@ -26,7 +26,7 @@ from overnight.store.base import Lease, Wait
 from overnight.store.postgres import PostgresStore
 from overnight.store.postgres_schema import LATEST, LOCK_CLASS, VERSION_TABLE
 from tests import pg_workflows
-from tests.conformance.support import LEASE, T, claim, finish, new_run
+from tests.conformance.support import LEASE, T, claim, entry, finish, new_run, write
 from tests.conftest import POSTGRES_URL, fresh_schema, with_options
 from tests.helpers import until_status
 from tests.pg_workflows import stamps, waits_then_stamps
@@ -677,3 +677,31 @@ async def test_wake_ups_racing_suspends_in_other_stores_are_never_lost(schema: s
     finally:
         for store in (a, b, c):
             await store.close()
+
+
+async def test_text_with_a_nul_character_is_refused_before_the_shared_transaction(
+    schema: str,
+) -> None:
+    """PostgreSQL text cannot hold NUL: such a value would fail the whole group commit (every
+    run's writes in it), so it is refused on its own, and the other writes of the batch land."""
+    store = await opened(url_for(schema))
+    try:
+        await store.create_run(new_run("ok"), now=T)
+        [run] = await claim(store, now=T)
+        lease = Lease(run.id, "w1", run.epoch)
+        with pytest.raises(UserError, match="NUL"):
+            await store.create_run(new_run("bad\x00id"), now=T)
+        with pytest.raises(UserError, match="NUL"):
+            await store.send_signal("ok", "go\x00", b"1", "s1", now=T)
+        with pytest.raises(UserError, match="NUL"):
+            store.append(lease, [entry(0, "k\x00")], {})
+        with pytest.raises(UserError, match="NUL"):
+            await store.control("ok", [("k\x00", "control", b"{}")], now=T)
+        await write(store, lease, [entry(0)])  # the store goes on
+        await store.suspend(lease, status="parked", wait=None, note="why\x00not", now=T)
+        parked = await store.get_run("ok")
+        assert parked is not None
+        assert (parked.status, parked.note) == ("parked", "why\ufffdnot")  # a note is kept
+        assert await store.get_run("bad\x00id") is None
+    finally:
+        await store.close()
