@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -92,10 +93,13 @@ class PostgresStore:
     async def open(self) -> None:
         if self._pool is not None:
             return
-        conn = await self._connect()
+        conn: psycopg.AsyncConnection[TupleRow] | None = await self._connect()
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] | None = None
+        listener: Listener | None = None
         try:
+            assert conn is not None
             self.migrated = await migrate(conn, self.schema, self.where)
-            pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
+            pool = AsyncConnectionPool(
                 self.config.conninfo,
                 kwargs=self.config.connect_kwargs,
                 min_size=self.config.pool_min,
@@ -104,27 +108,33 @@ class PostgresStore:
                 name=f"overnight {self.schema}",
             )
             await pool.open(wait=True, timeout=30)
-        except BaseException:
-            await conn.close()
+            if self.config.listen:
+                listener = Listener(
+                    self.config.conninfo,
+                    {k: v for k, v in self.config.connect_kwargs.items() if k != "autocommit"},
+                    self.channel,
+                    self._token,
+                    self._wake,
+                    self.listen_retry_seconds,
+                )
+                # The migration's connection becomes the listener's: it owns it from here (and
+                # closes it if LISTEN fails).
+                owned, conn = conn, None
+                await listener.start(owned)
+            else:
+                await conn.close()
+        except BaseException as exc:
+            if conn is not None:
+                await conn.close()
+            if pool is not None:
+                await pool.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(
+                    f"PostgreSQL store ({self.where}, schema {self.schema!r}) cannot open: "
+                    f"{str(exc).strip()}"
+                ) from None
             raise
         self._pool = pool
-        if not self.config.listen:
-            await conn.close()
-            return
-        listener = Listener(
-            self.config.conninfo,
-            {k: v for k, v in self.config.connect_kwargs.items() if k != "autocommit"},
-            self.channel,
-            self._token,
-            self._wake,
-            self.listen_retry_seconds,
-        )
-        try:
-            await listener.start(conn)  # the migration's connection becomes the listener's
-        except BaseException:
-            await pool.close()
-            self._pool = None
-            raise
         self._listener = listener
 
     async def _connect(self) -> psycopg.AsyncConnection[TupleRow]:
@@ -227,7 +237,13 @@ class PostgresStore:
                     break
                 log.info("PostgreSQL transaction failed before COMMIT (%s); trying again", exc)
                 self.retries += 1
-                await self._check_pool()
+                if (exc.sqlstate or "").startswith("40"):  # deadlock, serialization failure
+                    # Only locks taken after the batch's first statement can still deadlock
+                    # (a run dying in a claim wakes its parent): back off a little, or both
+                    # sides collide again.
+                    await asyncio.sleep(random.uniform(0.0, 0.02 * number))
+                else:
+                    await self._check_pool()  # a connection the server closed
             except Exception as exc:
                 failure = exc
                 break
