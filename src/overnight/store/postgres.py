@@ -10,10 +10,7 @@ journal is refused for that lease alone. Reads go to the connection pool and see
 Workers claim due runs with `FOR UPDATE SKIP LOCKED` ordered by `due_at`: concurrent claims never
 wait for each other nor hand out a run twice. A transaction that makes a run due now sends a
 `NOTIFY`; every store listens (see `postgres_listen`) and calls its `wakeups` callbacks, and the
-worker's polling is the fallback when a notification is lost.
-
-URL: `postgresql://user:password@host:port/database?schema=overnight&pool_min=1&pool_max=10
-&listen=true`; other query parameters go to libpq (`sslmode`, `connect_timeout`, ...).
+worker's polling is the fallback when a notification is lost. The URL: see `postgres_config`.
 """
 
 from __future__ import annotations
