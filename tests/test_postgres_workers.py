@@ -204,12 +204,12 @@ async def test_a_worker_whose_lease_expired_is_fenced_out_by_the_one_that_took_o
 
 
 async def test_heartbeats_keep_the_lease_of_a_step_longer_than_the_lease(schema: str) -> None:
-    """A step runs for three lease periods; renewals keep the lease, so a second worker,
+    """A step runs for two lease periods; renewals keep the lease, so a second worker,
     polling all along, never takes the run over."""
     url = url_for(schema)
-    timing: dict[str, Any] = {"lease_seconds": 0.5, "heartbeat_seconds": 0.1, "poll_seconds": 0.05}
+    timing: dict[str, Any] = {"lease_seconds": 1.0, "heartbeat_seconds": 0.1, "poll_seconds": 0.05}
     async with Engine(PostgresStore(url), **timing) as a:
-        handle = await a.start(pg_workflows.runs_longer_than_its_lease, 1.5)
+        handle = await a.start(pg_workflows.runs_longer_than_its_lease, 2.0)
         await until_status(a, handle.run_id, "running")
         async with Engine(PostgresStore(url), **timing) as b:
             assert await a.result(handle.run_id, timeout=10) == "done"

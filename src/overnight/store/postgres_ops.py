@@ -4,7 +4,9 @@ Concurrency with other processes is settled by row locks, taken before the state
 on is read (PostgreSQL runs each statement on a fresh snapshot in READ COMMITTED):
 
 - a run's row is locked (`FOR UPDATE`) before its state decides a write: a lease check, a signal
-  that may wake it, a cancel, a control;
+  that may wake it, a cancel, a control. The batch takes these locks up front, all in one
+  statement in id order (see `postgres_batch.write`); the `FOR UPDATE` the ops repeat then holds
+  already, and keeps them correct on their own;
 - claims lock the due rows they hand out with `FOR UPDATE SKIP LOCKED`, so concurrent claims never
   wait for each other and never return the same run;
 - a child ending locks its parent's row before reading whether the parent waits for it, so a
