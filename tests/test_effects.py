@@ -101,7 +101,8 @@ async def interrupt_inside_step(factory: Callable[[], Store], name: str) -> None
         await engine.start(wf, run_id="doubt")  # type: ignore[arg-type]
         await asyncio.wait_for(GATE["entered"].wait(), 5)
     # Leaving the block drained the worker: the body was cancelled mid-way.
-    kinds = [e.kind for e in await Engine(factory(), worker=False).journal("doubt")]
+    async with Engine(factory(), worker=False) as reader:  # closed: a PostgreSQL store holds
+        kinds = [e.kind for e in await reader.journal("doubt")]  # connections until then
     assert kinds == ([] if name == "pure" else ["intent"]), kinds
 
 

@@ -8,8 +8,9 @@ is not run again) and must equal the original and be of the same type at every l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from hypothesis import strategies as st
 from overnight import Context, Engine, StepFailed, step, workflow
 from overnight.errors import SerializationError
 from overnight.store import MemoryStore, Store
+from overnight.store.postgres import PostgresStore
 from overnight.store.sqlite import SqliteStore
 
+from .conftest import POSTGRES_URL, fresh_schema, with_options
 from .test_codec import assert_same, values
 
 # What `produce` returns and how often it ran, by token (the run id): a step's arguments must
@@ -69,9 +72,16 @@ async def _replay_once(engine: Engine, value: Any) -> Any:
         INVOCATIONS.pop(token, None)
 
 
-STORES: dict[str, Callable[[Path], Store]] = {
-    "memory": lambda tmp: MemoryStore(),
-    "sqlite": lambda tmp: SqliteStore(str(tmp / "runs.db")),
+@contextlib.contextmanager
+def postgres_store(tmp: Path) -> Iterator[Store]:
+    with fresh_schema() as schema:
+        yield PostgresStore(with_options(POSTGRES_URL, schema=schema, pool_max=4))
+
+
+STORES: dict[str, Callable[[Path], contextlib.AbstractContextManager[Store]]] = {
+    "memory": lambda tmp: contextlib.nullcontext(MemoryStore()),
+    "sqlite": lambda tmp: contextlib.nullcontext(SqliteStore(str(tmp / "runs.db"))),
+    "postgres": postgres_store,
 }
 
 
@@ -83,8 +93,8 @@ replay_values = st.one_of(values, st.lists(values, min_size=40, max_size=60))
 def test_replayed_step_value_is_equal_and_of_the_same_type(kind: str, tmp_path: Path) -> None:
     # One engine and one event loop for all examples (hypothesis drives a sync function),
     # each example on its own run id.
-    with asyncio.Runner() as runner:
-        engine = Engine(STORES[kind](tmp_path), poll_seconds=0.05, lease_seconds=5)
+    with STORES[kind](tmp_path) as store, asyncio.Runner() as runner:
+        engine = Engine(store, poll_seconds=0.05, lease_seconds=5)
         runner.run(engine.open())
         try:
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from overnight.store import MemoryStore, Store
+from overnight.store.postgres import PostgresStore
 from overnight.store.sqlite import SqliteStore
 from tests.conformance import StoreConformance
 
@@ -24,3 +25,9 @@ class TestSqliteStore(StoreConformance):
     def store_factory(self, tmp_path: Path) -> Callable[[], Store]:
         path = str(tmp_path / "runs.db")
         return lambda: SqliteStore(path)
+
+
+class TestPostgresStore(StoreConformance):
+    @pytest.fixture
+    def store_factory(self, postgres_url: str) -> Callable[[], Store]:
+        return lambda: PostgresStore(postgres_url)
