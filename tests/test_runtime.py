@@ -22,6 +22,7 @@ from overnight import (
     RunNotFoundError,
     RunRecord,
     StoreError,
+    UserError,
     WorkflowImportError,
     step,
     workflow,
@@ -289,3 +290,11 @@ async def test_a_run_that_keeps_killing_its_worker_is_moved_to_dead(
         assert record.recoveries == 2
         with pytest.raises(RunDeadError, match="died 2 times"):
             await client.result("doomed")
+
+
+async def test_a_closed_engine_refuses_instead_of_starting_a_new_worker() -> None:
+    engine = Engine("memory://")
+    async with engine:
+        await engine.start(many_steps, 1, run_id="x")
+    with pytest.raises(UserError, match="this Engine was closed"):
+        await engine.get_run("x")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from overnight import Context, Engine, step, workflow
 from overnight.store import MemoryStore
 
@@ -34,13 +32,6 @@ async def calls_blocks_first(ctx: Context) -> str:
     return await blocks_first()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: when a worker's own lease expired (a heartbeat late or failing) and the same "
-    "worker claims the run again, Worker._spawn replaces executors[run_id] without stopping the "
-    "old executor: the step runs twice at once in one worker, and the old executor is no longer "
-    "renewed, drained or cancelled (it runs on until its write is fenced)",
-)
 async def test_a_worker_that_reclaims_its_own_run_stops_the_old_execution_first() -> None:
     RUNNING[:] = [0, 0]
     GATE.clear()

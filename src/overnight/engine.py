@@ -104,6 +104,7 @@ class Engine:
         self._worker_task: asyncio.Task[None] | None = None
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._opened = False
+        self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -118,6 +119,7 @@ class Engine:
         """Open the store and, if this engine works, start the worker in the background."""
         if self._opened:
             return
+        self._closed = False
         await self.store.open()
         self._opened = True
         wakeups = getattr(self.store, "wakeups", None)
@@ -125,6 +127,17 @@ class Engine:
             wakeups.append(self._wake_worker)
         if self._run_worker:
             self._start_worker()
+
+    async def _ensure_open(self) -> None:
+        """Open on first use; after `close`, refuse rather than silently start a new worker."""
+        if self._opened:
+            return
+        if self._closed:
+            raise UserError(
+                "this Engine was closed; use a new Engine, or call `await engine.open()` "
+                "to open it again"
+            )
+        await self.open()
 
     async def close(self) -> None:
         """Drain the worker (if any) and close the store."""
@@ -136,6 +149,7 @@ class Engine:
             wakeups.remove(self._wake_worker)
         await self.store.close()
         self._opened = False
+        self._closed = True
 
     def _start_worker(self) -> None:
         if self._worker_task is None:
@@ -221,7 +235,7 @@ class Engine:
         max_steps: int | None = None,
     ) -> RunHandle[O]:
         """Enqueue a run and return at once. Starting an id that exists returns that run."""
-        await self.open()
+        await self._ensure_open()
         wf = self.resolve_workflow(workflow) if isinstance(workflow, str) else workflow
         if not isinstance(wf, Workflow):
             raise UserError(f"{workflow!r} is not a workflow; decorate it with @workflow")
@@ -306,7 +320,7 @@ class Engine:
         self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
     ) -> bool:
         """Send a signal; durable when this returns. False if `signal_id` was already sent."""
-        await self.open()
+        await self._ensure_open()
         sent = await self.store.send_signal(
             run_id, name, codec.dumps(payload), signal_id or uuid.uuid4().hex, now=time.time()
         )
@@ -315,7 +329,7 @@ class Engine:
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Cancel a run: at once if no worker holds it, else within one heartbeat."""
-        await self.open()
+        await self._ensure_open()
         record = await self.store.request_cancel(run_id, now=time.time())
         if self._worker is not None:
             self._worker.cancel_local(run_id)
@@ -324,7 +338,7 @@ class Engine:
 
     async def resume(self, run_id: str) -> RunRecord:
         """Requeue a parked run as it is (after fixing or restoring the code it runs)."""
-        await self.open()
+        await self._ensure_open()
         record = await self.store.control(run_id, [], now=time.time())
         self._wake_worker()
         return record
@@ -334,7 +348,7 @@ class Engine:
 
         Recorded results are kept for every key the new code still calls; new keys execute.
         """
-        await self.open()
+        await self._ensure_open()
         data = orjson.dumps({"action": "accept", "at": time.time()})
         record = await self.store.control(run_id, [("", "control", data)], now=time.time())
         self._wake_worker()
@@ -347,7 +361,7 @@ class Engine:
 
         `result` is validated against the step's declared return type.
         """
-        await self.open()
+        await self._ensure_open()
         if (result is _MISSING) == (not retry):
             raise UserError("resolve_step needs exactly one of result=... or retry=True")
         entries = [e for e in await self.journal(run_id) if e.key == key]
@@ -370,7 +384,7 @@ class Engine:
 
     async def get_run(self, run_id: str) -> RunRecord:
         """The run's record; RunNotFoundError if there is none."""
-        await self.open()
+        await self._ensure_open()
         record = await self.store.get_run(run_id)
         if record is None:
             raise RunNotFoundError(run_id)
@@ -380,7 +394,7 @@ class Engine:
         self, *, statuses: Sequence[RunStatus] | None = None, limit: int = 100
     ) -> list[RunRecord]:
         """Runs, newest first."""
-        await self.open()
+        await self._ensure_open()
         return await self.store.list_runs(statuses=statuses, limit=limit)
 
     async def journal(self, run_id: str) -> list[Entry]:

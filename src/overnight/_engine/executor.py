@@ -66,6 +66,8 @@ class RunExecutor:
         self.run: RunState | None = None
         self.stop_reason: StopReason | None = None
         self.in_body = False
+        self.runner: asyncio.Task[None] | None = None
+        """The worker's task running `execute` (set by the worker)."""
 
     # -- requests from the worker -------------------------------------------------------------
 

@@ -16,7 +16,8 @@ import os
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from ..store.base import Lease, RunRecord
 from .crash import crash_point
@@ -92,15 +93,32 @@ class Worker:
 
     def _spawn(self, record: RunRecord) -> None:
         executor = RunExecutor(self, record)
+        previous = self.executors.get(record.id)
         self.executors[record.id] = executor
         self._idle.clear()
-        task = asyncio.create_task(executor.execute(), name=f"overnight run {record.id}")
+        body = executor.execute()
+        if previous is not None:
+            # Our own lease on this run expired (a late heartbeat) and we claimed it again: the
+            # old execution is fenced; stop it and let it unwind before the new one starts, so
+            # no step runs twice at once here.
+            previous.cancel("lost")
+            body = self._after(previous, body)
+        task = asyncio.create_task(body, name=f"overnight run {record.id}")
+        executor.runner = task
         self._tasks.add(task)
-        task.add_done_callback(lambda t: self._ended(record.id, t))
+        task.add_done_callback(lambda t: self._ended(executor, t))
 
-    def _ended(self, run_id: str, task: asyncio.Task[None]) -> None:
+    @staticmethod
+    async def _after(previous: RunExecutor, body: Coroutine[Any, Any, None]) -> None:
+        if previous.runner is not None:
+            await asyncio.wait([previous.runner])
+        await body
+
+    def _ended(self, executor: RunExecutor, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self.executors.pop(run_id, None)
+        run_id = executor.record.id
+        if self.executors.get(run_id) is executor:
+            del self.executors[run_id]
         if not task.cancelled() and task.exception() is not None:
             log.error("run %s: executor crashed", run_id, exc_info=task.exception())
         if not self.executors:
