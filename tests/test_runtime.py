@@ -290,6 +290,8 @@ async def test_a_run_that_keeps_killing_its_worker_is_moved_to_dead(
         assert record.recoveries == 2
         with pytest.raises(RunDeadError, match="died 2 times"):
             await client.result("doomed")
+        retried = await client.resume("doomed")  # retried by hand, with a fresh allowance
+        assert (retried.status, retried.recoveries, retried.error) == ("queued", 0, None)
 
 
 async def test_a_closed_engine_refuses_instead_of_starting_a_new_worker() -> None:

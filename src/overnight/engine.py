@@ -337,7 +337,8 @@ class Engine:
         return record
 
     async def resume(self, run_id: str) -> RunRecord:
-        """Requeue a parked run as it is (after fixing or restoring the code it runs)."""
+        """Requeue a parked run as it is (after restoring or fixing its code), or give a dead
+        run another try (its count of worker deaths starts again from zero)."""
         await self._ensure_open()
         record = await self.store.control(run_id, [], now=time.time())
         self._wake_worker()

@@ -185,6 +185,16 @@ class ControlTests:
         with pytest.raises(RunNotFoundError):
             await store.control("nope", [], now=T)
 
+    async def test_control_retries_a_dead_run_with_its_recoveries_reset(self, store: Store) -> None:
+        await start_running(store, "r1", owner="w1", now=T)
+        await claim(store, "w2", now=T + LEASE, max_recoveries=1)  # takeover 1: allowed
+        await claim(store, "w3", now=T + 3 * LEASE, max_recoveries=1)  # takeover 2: dead
+        assert (await get(store, "r1")).status == "dead"
+        record = await store.control("r1", [], now=T + 4 * LEASE)
+        assert (record.status, record.recoveries, record.error) == ("queued", 0, None)
+        assert record.due_at == T + 4 * LEASE
+        assert [r.id for r in await claim(store, "w4", now=T + 4 * LEASE)] == ["r1"]
+
     async def test_control_fences_the_previous_owner(self, store: Store) -> None:
         old = await start_running(store, "r1", now=T)
         await write(store, old, [entry(0)])

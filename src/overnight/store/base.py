@@ -207,7 +207,10 @@ class Store(Protocol):
     async def control(
         self, run_id: str, entries: Sequence[tuple[str, EntryKind, bytes]], *, now: float
     ) -> RunRecord:
-        """Append control entries (key, kind, data) to a run no worker holds, and queue it."""
+        """Append control entries (key, kind, data) to a run no worker holds, and queue it.
+
+        Refuses an ended run, except a `dead` one: that is retried, its recoveries reset.
+        """
 
     # -- worker plane -----------------------------------------------------------------------
 

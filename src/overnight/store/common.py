@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from .base import Wait
+from ..errors import UserError
+from .base import TERMINAL, RunRecord, Wait
 
 
 def error_json(error_type: str, message: str) -> bytes:
@@ -59,3 +60,18 @@ def wait_signals(waiting: bytes | None) -> list[str]:
 def wait_children(waiting: bytes | None) -> list[str]:
     """Child run ids a waiting run waits for."""
     return [] if waiting is None else list(orjson.loads(waiting)["children"])
+
+
+def refuse_control(run: RunRecord, now: float) -> None:
+    """Why `control` may not requeue this run, as a UserError; nothing if it may.
+
+    Ended runs stay ended, except `dead` ones: a person may retry them. A run whose worker
+    still holds a live lease is that worker's.
+    """
+    if run.status in TERMINAL and run.status != "dead":
+        raise UserError(f"run {run.id!r} already ended ({run.status}); nothing to resume")
+    if run.status == "running" and run.due_at is not None and run.due_at > now:
+        raise UserError(
+            f"run {run.id!r} is being worked on by {run.owner!r}; wait until it parks "
+            "or waits, or cancel it"
+        )

@@ -13,7 +13,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from ..errors import RunNotFoundError, StaleLeaseError, StoreError, UserError
+from ..errors import RunNotFoundError, StaleLeaseError, StoreError
 from .base import (
     TERMINAL,
     Entry,
@@ -32,6 +32,7 @@ from .common import (
     dead_error,
     encode_wait,
     out_of_order,
+    refuse_control,
     wait_children,
     wait_signals,
 )
@@ -182,16 +183,13 @@ class MemoryStore:
         self, run_id: str, entries: Sequence[tuple[str, EntryKind, bytes]], *, now: float
     ) -> RunRecord:
         run = self._get(run_id)
-        if run.status in TERMINAL:
-            raise UserError(f"run {run_id!r} already ended ({run.status}); nothing to resume")
-        if run.status == "running" and run.due_at is not None and run.due_at > now:
-            raise UserError(
-                f"run {run_id!r} is being worked on by {run.owner!r}; wait until it parks "
-                "or waits, or cancel it"
-            )
+        refuse_control(run, now)
         journal = self._journals[run_id]
         for key, kind, data in entries:
             journal.append(Entry(len(journal), key, kind, data))
+        if run.status == "dead":  # retried by hand: a fresh allowance of takeovers
+            run.recoveries = 0
+            run.error = None
         run.status = "queued"
         run.epoch += 1
         run.owner = None

@@ -23,13 +23,14 @@ from typing import Any, Literal
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
-from ..errors import RunNotFoundError, StaleLeaseError, UserError
+from ..errors import RunNotFoundError, StaleLeaseError
 from .base import TERMINAL, EntryKind, Lease, NewRun, Renewal, RunRecord, Signal, Wait
 from .common import (
     CANCELLED_ERROR,
     cancelled_output,
     dead_error,
     encode_wait,
+    refuse_control,
     wait_children,
     wait_signals,
 )
@@ -373,16 +374,13 @@ async def control(
     tx: Tx, run_id: str, entries: Sequence[tuple[str, EntryKind, bytes]], now: float
 ) -> RunRecord:
     run = await get(tx, run_id)
-    if run.status in TERMINAL:
-        raise UserError(f"run {run_id!r} already ended ({run.status}); nothing to resume")
-    if run.status == "running" and run.due_at is not None and run.due_at > now:
-        raise UserError(
-            f"run {run_id!r} is being worked on by {run.owner!r}; wait until it parks "
-            "or waits, or cancel it"
-        )
+    refuse_control(run, now)
     await append_unowned(tx, run_id, entries)
+    # A dead run retried by hand gets a fresh allowance of takeovers.
     cur = await tx.conn.execute(
         "UPDATE runs SET status = 'queued', epoch = epoch + 1, owner = NULL, note = NULL, "
+        "recoveries = CASE WHEN status = 'dead' THEN 0 ELSE recoveries END, "
+        "error = CASE WHEN status = 'dead' THEN NULL ELSE error END, "
         f"due_at = %s, updated_at = %s WHERE id = %s RETURNING {RUN_COLUMNS}",
         (now, now, run_id),
     )

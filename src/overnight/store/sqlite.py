@@ -38,6 +38,7 @@ from .common import (
     dead_error,
     encode_wait,
     out_of_order,
+    refuse_control,
     wait_children,
     wait_signals,
 )
@@ -47,6 +48,11 @@ RUN_COLUMNS = (
     "id, workflow, version, input, status, created_at, updated_at, options, parent_id, due_at, "
     "owner, epoch, attempts, recoveries, waiting, cancel_requested, result, error, note, "
     "continued_to"
+)
+# A dead run retried by hand gets a fresh allowance of takeovers (see common.refuse_control).
+_RETRY_DEAD = (
+    "recoveries = CASE WHEN status = 'dead' THEN 0 ELSE recoveries END, "
+    "error = CASE WHEN status = 'dead' THEN NULL ELSE error END"
 )
 _TERMINAL_SQL = "('completed','failed','cancelled','dead')"
 
@@ -551,17 +557,11 @@ class SqliteStore:
         def op(tx: _Tx) -> RunRecord:
             conn = tx.conn
             run = _get(conn, run_id)
-            if run.status in TERMINAL:
-                raise UserError(f"run {run_id!r} already ended ({run.status}); nothing to resume")
-            if run.status == "running" and run.due_at is not None and run.due_at > now:
-                raise UserError(
-                    f"run {run_id!r} is being worked on by {run.owner!r}; wait until it parks "
-                    "or waits, or cancel it"
-                )
+            refuse_control(run, now)
             _append_unowned(conn, run_id, entries)
             conn.execute(
                 "UPDATE runs SET status = 'queued', epoch = epoch + 1, owner = NULL, note = NULL, "
-                "due_at = ?, updated_at = ? WHERE id = ?",
+                f"due_at = ?, updated_at = ?, {_RETRY_DEAD} WHERE id = ?",
                 (now, now, run_id),
             )
             tx.woke = True
