@@ -29,9 +29,9 @@ import orjson
 import pytest
 
 from overnight import Context, Engine, RetryPolicy, UserError, current_step, step, workflow
+from overnight._engine.crash import KERNEL_POINTS
 from overnight.store import Store
 from overnight.testing import (
-    CRASH_POINTS,
     CrashAt,
     KillAfter,
     Ledger,
@@ -189,7 +189,7 @@ def test_every_crash_point_has_a_targeted_trial() -> None:
             kill = parse_kill(spec)
             assert isinstance(kill, CrashAt)
             covered.add(kill.point)
-    assert covered == set(CRASH_POINTS)
+    assert covered == KERNEL_POINTS  # the agent loop's points are tested with agents
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -226,13 +226,13 @@ def test_kill_specs_parse() -> None:
 
 
 def test_campaign_plan_covers_every_point_within_its_hits() -> None:
-    hits = dict.fromkeys(CRASH_POINTS, 4) | {"before_output": 1}
+    hits = dict.fromkeys(KERNEL_POINTS, 4) | {"before_output": 1}
     plans = plan_campaign(
         100, hits, random.Random(0), start_window=(0.0, 1.0), double_kill_every=10
     )
     assert len(plans) == 100
     named = [p.kills[0] for p in plans if isinstance(p.kills[0], CrashAt)]
-    assert {k.point for k in named} == set(CRASH_POINTS)
+    assert {k.point for k in named} == KERNEL_POINTS
     assert all(1 <= k.n <= hits[k.point] for k in named)
     labels = {p.label for p in plans}
     assert {"random", "random@start"} <= labels

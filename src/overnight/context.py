@@ -14,7 +14,8 @@ import uuid as _uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from ._engine import branches, codec, waits
+from ._engine import branches, waits
+from ._engine.decisions import decide
 from ._engine.run import ContinueAsNew, RunOptions, RunState
 from ._engine.scope import CURRENT, current_scope, validate_name
 from ._engine.waits import ChildHandle
@@ -46,15 +47,7 @@ class Context:
     # -- journaled values -------------------------------------------------------------------
 
     def _decide(self, name: str, produce: Callable[[], Any]) -> Any:
-        scope = current_scope(f"ctx.{name}()")
-        run = scope.run
-        key, pos = scope.assign(name)
-        state = run.journal.visit(scope.prefix, pos, key) if run.replaying else None
-        if state is not None:
-            return codec.decode(state.entries[0][1]["value"])
-        value = produce()
-        run.write(key, "decision", {"pos": pos, "value": codec.encode(value)})
-        return value
+        return decide(current_scope(f"ctx.{name}()"), name, produce)
 
     def now(self) -> dt.datetime:
         """The current UTC time, journaled: a replay sees the same instant."""

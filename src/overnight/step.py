@@ -69,7 +69,12 @@ class RetryPolicy:
         if self.retryable is not None and not self.retryable(error):
             return None
         delay = min(self.initial_delay * self.backoff ** (failures - 1), self.max_delay)
-        return delay * random.uniform(1 - self.jitter, 1 + self.jitter)
+        delay *= random.uniform(1 - self.jitter, 1 + self.jitter)
+        # A server that says when to come back (HTTP Retry-After) is believed.
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(retry_after, int | float) and retry_after > delay:
+            delay = float(retry_after)
+        return delay
 
 
 DEFAULT_RETRY = RetryPolicy()

@@ -22,9 +22,16 @@ CRASH_POINTS: dict[str, str] = {
     "after_timer_fire": "a durable timer's fired entry is journaled; the workflow not resumed",
     "before_signal_ack": "a wait took a signal and journaled it; not yet committed or acted on",
     "before_output": "the workflow returned; its output is not yet committed",
+    "after_model_reply": "a model's reply was received; it is not journaled yet",
+    "after_tool_effect": "a tool's body returned (its effect happened); not journaled yet",
     "after_claim": "a worker claimed runs; it has not started them",
     "before_lease_renew": "a worker is about to renew its leases",
 }
+
+AGENT_POINTS = frozenset({"after_model_reply", "after_tool_effect"})
+"""Points in the agent loop (model calls, tool calls)."""
+KERNEL_POINTS = frozenset(CRASH_POINTS) - AGENT_POINTS
+"""Points any durable workflow can reach (what the reference crash workload exercises)."""
 
 _armed: tuple[str, int] | None = None
 _hits = 0

@@ -134,6 +134,12 @@ class RunState:
         self._blobs[digest] = raw
         return {"$blob": digest}
 
+    def put_blob(self, raw: bytes) -> str:
+        """Store bytes once, by content (written with the next entry); return their digest."""
+        digest = hashlib.sha256(raw).hexdigest()
+        self._blobs[digest] = raw
+        return digest
+
     async def value(self, field: Any) -> Any:
         """Decode a value field written by `value_field`."""
         if type(field) is dict and "$blob" in field:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._engine.crash import CRASH_POINTS
+from ..._engine.crash import KERNEL_POINTS
 from ..ledger import Ledger
 from .checks import TrialResult
 from .kills import CrashAt, Kill, KillAfter
@@ -164,7 +164,7 @@ def calibrate(
     workload: Workload,
     workdir: str | os.PathLike[str],
     ledger: Ledger,
-    points: Sequence[str] = tuple(CRASH_POINTS),
+    points: Sequence[str] = tuple(sorted(KERNEL_POINTS)),
     jobs: int = 1,
 ) -> dict[str, int]:
     """How often each crash point is hit in one uninterrupted run (armed at an unreachable n)."""
