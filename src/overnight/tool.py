@@ -16,6 +16,7 @@ Some parameters never reach the model or the journal:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import typing
@@ -24,15 +25,17 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import pydantic
 
+from ._engine.crash import crash_point
 from ._engine.scope import validate_name
 from .errors import UserError
 from .models.base import ToolSpec
-from .step import EFFECTS, Effect
+from .step import EFFECTS, Effect, RetryPolicy, Step, current_step
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 INJECTED = "idempotency_key"
+NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 class ToolArgumentsError(UserError):
@@ -65,6 +68,22 @@ class Tool(Generic[R]):
         self.takes_key = INJECTED in inspect.signature(fn).parameters
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+
+    @functools.cached_property
+    def step(self) -> Step[Any, R]:
+        """The step an agent's call of this tool runs as: journaled under the tool's effect
+        class, never retried by the engine (errors go back to the model, which can correct)."""
+
+        async def run_tool(arguments: dict[str, Any]) -> R:
+            result = await self.invoke(arguments, idempotency_key=current_step().idempotency_key)
+            crash_point("after_tool_effect")
+            return result
+
+        spec: Step[Any, R] = Step(
+            run_tool, name=f"tool:{self.name}", effect=self.effect, retry=NO_RETRY, timeout=None
+        )
+        spec.ref = f"{self.fn.__module__}:{self.fn.__qualname__}"
+        return spec
 
     def spec(self) -> ToolSpec:
         """The tool as the model sees it."""

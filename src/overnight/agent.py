@@ -1,0 +1,326 @@
+"""`Agent`: a model, instructions, granted tools and a typed output, looping on the journal.
+
+Inside a workflow, every model call is a durable call (its request is committed before it is
+sent, its response journaled), and every tool call is a step of the tool's effect class, keyed
+by its index in the model's reply. A crash in the middle of a 40-turn conversation therefore
+resumes at the turn it stopped: no model is asked again for an answer already recorded, and no
+tool call is repeated except as its effect class allows. Outside a workflow, `agent.run(...)`
+runs the same loop in a private in-memory engine.
+
+Conversations are journaled as a hash chain: each model call records the digest of its
+history, and each link (a blob) holds only the messages added since the previous call, so an
+n-turn conversation grows the store by O(n), not O(n²).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+import orjson
+import pydantic
+
+from ._engine import codec
+from ._engine.branches import gather
+from ._engine.crash import crash_point
+from ._engine.decisions import decide
+from ._engine.scope import CURRENT, Scope, current_scope, validate_name
+from ._engine.steps import call_step
+from ._engine.waits import wait_signal
+from .errors import OvernightError, StepFailed, UserError
+from .gate import GrantedTools, Policy, Principal, ToolCallRequest, authorize
+from .models.base import (
+    Message,
+    Model,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    OutputSpec,
+    ToolCall,
+    Usage,
+)
+from .step import RetryPolicy, Step
+from .tool import Tool, ToolArgumentsError
+
+O = TypeVar("O")  # noqa: E741
+
+
+class AgentError(OvernightError):
+    """An agent could not produce its output (turn limit, output that never validated)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult(Generic[O]):
+    """What an agent run produced."""
+
+    output: O
+    """The final output: text, or a value of the agent's output type."""
+    messages: tuple[Message, ...]
+    """The whole conversation, instructions first."""
+    usage: Usage
+    """Tokens used by every model call of the run, as the providers counted them."""
+    model_calls: int
+    """How many requests were sent (re-asks included)."""
+
+
+MODEL_RETRY = RetryPolicy(
+    max_attempts=4,
+    initial_delay=1.0,
+    max_delay=30.0,
+    retryable=lambda e: bool(getattr(e, "retryable", False)),
+)
+"""Retryable model errors (429, 5xx, timeouts) are retried, journaled, honouring Retry-After."""
+
+
+class Agent(Generic[O]):
+    """A model with instructions, granted tools and an output type (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        model: Model,
+        instructions: str = "",
+        tools: Sequence[Tool[Any]] = (),
+        output_type: type[O] | None = None,
+        max_turns: int = 20,
+        output_retries: int = 2,
+        max_tokens: int = 1024,
+        temperature: float | None = None,
+        policy: Policy | None = None,
+        model_retry: RetryPolicy = MODEL_RETRY,
+        model_timeout: float | None = 120.0,
+    ) -> None:
+        if not isinstance(model, Model):
+            raise UserError(
+                f"agent {name!r}: model must be a Model object (e.g. ScriptedModel, or a "
+                f"provider's model), got {model!r}"
+            )
+        self.name = validate_name(name, "agent")
+        self.model = model
+        self.instructions = instructions
+        self.tools = {t.name: t for t in tools}
+        if len(self.tools) != len(tools):
+            raise UserError(f"agent {name!r}: two granted tools share a name")
+        self.output_type = output_type
+        self.max_turns = max_turns
+        self.output_retries = output_retries
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.policy: Policy = policy or GrantedTools()
+        self.model_retry = model_retry
+        self.model_timeout = model_timeout
+        self._adapter = pydantic.TypeAdapter(output_type) if output_type is not None else None
+        self._output_spec = (
+            OutputSpec(f"{name}_output", self._adapter.json_schema())
+            if self._adapter is not None and output_type is not str
+            else None
+        )
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self, prompt: str) -> AgentResult[O]:
+        """Run the agent on a prompt: durably inside a workflow, else in a private engine."""
+        scope = CURRENT.get()
+        if type(scope) is Scope:
+            return await self._run(scope, prompt)
+        return await self._run_standalone(prompt)
+
+    async def _run_standalone(self, prompt: str) -> AgentResult[O]:
+        from .engine import Engine
+        from .workflow import Workflow
+
+        async def standalone(ctx: Any, text: str) -> AgentResult[O]:
+            return await self.run(text)
+
+        workflow: Workflow[str, AgentResult[O]] = Workflow(
+            standalone, name=f"agent_{self.name}", version="standalone"
+        )
+        workflow.ref = f"overnight.agent:{self.name}"  # registered, never imported
+        async with Engine("memory://", workflows=[workflow]) as engine:
+            return await engine.run(workflow, prompt)
+
+    async def _run(self, parent: Scope, prompt: str) -> AgentResult[O]:
+        key, pos = parent.assign(f"agent:{self.name}")
+        if parent.run.replaying:
+            parent.run.journal.visit(parent.prefix, pos, key)
+        scope = parent.child(key + "/", parent.task)
+        token = CURRENT.set(scope)
+        try:
+            return await self._loop(scope, prompt)
+        finally:
+            CURRENT.reset(token)
+
+    async def _loop(self, scope: Scope, prompt: str) -> AgentResult[O]:
+        history = _History(scope)
+        messages: list[Message] = []
+        if self.instructions:
+            messages.append(Message("system", self.instructions))
+        messages.append(Message("user", prompt))
+        history.add(messages)
+        usage = Usage()
+        specs = tuple(t.spec() for t in self.tools.values())
+        reasks = 0
+        for calls in range(1, self.max_turns + 1):
+            request = ModelRequest(
+                tuple(messages), specs, self._output_spec, self.max_tokens, self.temperature
+            )
+            response = await self._call_model(scope, request, history.digest)
+            usage = usage + response.usage
+            reply = response.message
+            messages.append(reply)
+            history.add([reply])
+            if reply.tool_calls:
+                results = await gather(
+                    scope, [self._tool_call(call) for call in reply.tool_calls], False
+                )
+                messages.extend(results)
+                history.add(results)
+                continue
+            try:
+                output = self._output(reply.content)
+            except pydantic.ValidationError as exc:
+                if reasks >= self.output_retries:
+                    raise AgentError(
+                        f"agent {self.name!r}: the output still did not match "
+                        f"{self._type_name()} after {reasks} re-ask(s): {_problems(exc)}"
+                    ) from None
+                reasks += 1
+                ask = Message("user", _reask(self._type_name(), exc))
+                messages.append(ask)
+                history.add([ask])
+                continue
+            return AgentResult(output, tuple(messages), usage, calls)
+        raise AgentError(
+            f"agent {self.name!r} used all {self.max_turns} model calls (max_turns) without "
+            "giving a final answer; raise max_turns or narrow the task"
+        )
+
+    def _output(self, content: str) -> O:
+        if self._adapter is None or self.output_type is str:
+            return cast(O, content)
+        return self._adapter.validate_json(content)
+
+    def _type_name(self) -> str:
+        return getattr(self.output_type, "__name__", repr(self.output_type))
+
+    # -- model calls --------------------------------------------------------------------------
+
+    async def _call_model(self, scope: Scope, request: ModelRequest, history: str) -> ModelResponse:
+        model = self.model
+
+        async def send(descriptor: dict[str, Any]) -> ModelResponse:
+            response = await model.request(request)
+            crash_point("after_model_reply")
+            return response
+
+        spec: Step[Any, ModelResponse] = Step(
+            send, name="model", effect="keyed", retry=self.model_retry, timeout=self.model_timeout
+        )
+        descriptor = {
+            "model": model.name,
+            "history": history,
+            "tools": [t.name for t in request.tools],
+            "output": request.output.name if request.output else None,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        try:
+            response: ModelResponse = await call_step(spec, scope, (descriptor,), {})
+        except StepFailed as exc:
+            raise ModelError(
+                f"agent {self.name!r}: model {model.name!r} failed after {exc.attempts} "
+                f"attempt(s): {exc.error_type}: {exc.message}",
+                model=model.name,
+                retryable=False,
+            ) from exc
+        return response
+
+    # -- tool calls ---------------------------------------------------------------------------
+
+    async def _tool_call(self, call: ToolCall) -> Message:
+        """One tool call, in its own branch: validate, authorize, execute; a message back."""
+        scope = current_scope("a tool call")
+        tool = self.tools.get(call.name)
+        arguments: dict[str, Any] = {}
+        if tool is not None:
+            try:
+                arguments = tool.validate(call.arguments)
+            except ToolArgumentsError as exc:
+                return _tool_message(call, str(exc), error=True)
+        principal = Principal(self.name, scope.run.run_id, frozenset(self.tools))
+        request = ToolCallRequest(call.name, arguments, scope.prefix + f"tool:{call.name}#1")
+        verdict = decide(scope, "gate", lambda: _decision(self.policy, principal, request))
+        if verdict["verdict"] == "ask":
+            answer = await wait_signal(scope, approval_signal(request.key), None)
+            allowed = isinstance(answer, dict) and answer.get("allow") is True
+            if not allowed:
+                reason = answer.get("reason", "") if isinstance(answer, dict) else ""
+                text = "a person denied this call" + (f": {reason}" if reason else "")
+                return _tool_message(call, text, error=True)
+        elif verdict["verdict"] == "deny":
+            return _tool_message(call, f"denied: {verdict['reason']}", error=True)
+        assert tool is not None  # the gate denies unknown tools
+        try:
+            result = await call_step(tool.step, scope, (arguments,), {})
+        except StepFailed as exc:
+            return _tool_message(call, f"{exc.error_type}: {exc.message}", error=True)
+        return _tool_message(call, _as_text(result), error=False)
+
+
+def approval_signal(call_key: str) -> str:
+    """The name of the signal that answers an `ask` for the call journaled under `call_key`.
+
+    Send it with a payload `{"allow": true}` or `{"allow": false, "reason": "..."}`.
+    """
+    return "approve-" + hashlib.sha256(call_key.encode()).hexdigest()[:24]
+
+
+def _decision(policy: Policy, principal: Principal, request: ToolCallRequest) -> dict[str, str]:
+    decision = authorize(policy, principal, request)
+    return {"verdict": decision.verdict, "reason": decision.reason}
+
+
+def _tool_message(call: ToolCall, content: str, *, error: bool) -> Message:
+    return Message("tool", content, tool_call_id=call.id, name=call.name, is_error=error)
+
+
+def _as_text(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    return orjson.dumps(codec.encode(result) if not _jsonable(result) else result).decode()
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _problems(exc: pydantic.ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'output'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def _reask(type_name: str, exc: pydantic.ValidationError) -> str:
+    return (
+        f"Your reply is not a valid {type_name}: {_problems(exc)}. Reply again with only the "
+        "JSON value, matching the required schema exactly."
+    )
+
+
+class _History:
+    """The conversation as a hash chain of blobs: each link holds only what was added."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.run = scope.run
+        self.digest = ""
+
+    def add(self, messages: Sequence[Message]) -> None:
+        link = codec.canonical({"prev": self.digest, "add": codec.encode(list(messages))})
+        self.digest = self.run.put_blob(link)

@@ -1,0 +1,240 @@
+"""Agents on the journal: tool calls, the gate, typed output with re-ask, replay, storage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import pydantic
+import pytest
+
+from overnight import Context, Engine, workflow
+from overnight.agent import Agent, AgentResult, approval_signal
+from overnight.gate import AskFor
+from overnight.models import Message, ModelRequest, ToolCall
+from overnight.store import Store
+from overnight.testing.models import FunctionModel, ScriptedModel
+from overnight.tool import tool
+
+from .helpers import until_status
+
+INVOKED: list[str] = []
+
+
+@tool(effect="pure")
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    INVOKED.append(f"add({a},{b})")
+    return a + b
+
+
+@tool(effect="keyed")
+async def save(note: Annotated[str, pydantic.Field(max_length=20)], idempotency_key: str) -> str:
+    """Save a short note."""
+    INVOKED.append(f"save({note},{idempotency_key})")
+    return "saved"
+
+
+@tool(effect="pure")
+def explode() -> str:
+    """Always fails."""
+    raise RuntimeError("the tool broke")
+
+
+@tool(effect="keyed", credentials={"api_key": "OVERNIGHT_TEST_SECRET"})
+def secret_lookup(query: str, api_key: str) -> str:
+    """Look something up with a credential."""
+    INVOKED.append(f"lookup({query})")
+    return f"found {query} with a key of {len(api_key)} characters"
+
+
+class Verdict(pydantic.BaseModel):
+    label: str
+    score: int
+
+
+def call(i: int, name: str, **arguments: Any) -> ToolCall:
+    return ToolCall(f"call_{i}", name, json.dumps(arguments))
+
+
+async def test_text_answer_standalone() -> None:
+    model = ScriptedModel(["hello there"])
+    result = await Agent("greeter", model=model, instructions="Be brief.").run("hi")
+    assert result.output == "hello there"
+    assert [m.role for m in result.messages] == ["system", "user", "assistant"]
+    assert result.model_calls == 1
+    assert result.usage.input_tokens > 0
+
+
+async def test_parallel_tool_calls_run_and_feed_back_in_order() -> None:
+    INVOKED.clear()
+    model = ScriptedModel([[call(0, "add", a=1, b=2), call(1, "add", a=3, b=4)], "3 and 7"])
+    result = await Agent("calc", model=model, tools=[add]).run("add things")
+    assert result.output == "3 and 7"
+    tool_messages = [m for m in result.messages if m.role == "tool"]
+    assert [(m.tool_call_id, m.content, m.is_error) for m in tool_messages] == [
+        ("call_0", "3", False),
+        ("call_1", "7", False),
+    ]
+    assert sorted(INVOKED) == ["add(1,2)", "add(3,4)"]
+    # The second request carried both results.
+    assert [m.role for m in model.requests[1].messages] == ["user", "assistant", "tool", "tool"]
+
+
+async def test_tool_specs_come_from_signatures() -> None:
+    spec = save.spec()
+    assert spec.description == "Save a short note."
+    assert spec.parameters["properties"]["note"]["maxLength"] == 20
+    assert "idempotency_key" not in spec.parameters["properties"]
+    assert spec.parameters["additionalProperties"] is False
+    assert "api_key" not in secret_lookup.spec().parameters["properties"]
+
+
+async def test_invalid_arguments_and_tool_errors_go_back_to_the_model() -> None:
+    INVOKED.clear()
+    model = ScriptedModel(
+        [
+            [call(0, "save", note="x" * 30), call(1, "save", note="ok", extra=1)],
+            [call(2, "explode")],
+            [call(3, "save", note="fine")],
+            "done",
+        ]
+    )
+    result = await Agent("notes", model=model, tools=[save, explode]).run("save")
+    errors = [m.content for m in result.messages if m.role == "tool" and m.is_error]
+    assert "note: String should have at most 20 characters" in errors[0]
+    assert "extra: Extra inputs are not permitted" in errors[1]
+    assert errors[2] == "RuntimeError: the tool broke"
+    assert len(INVOKED) == 1  # only the valid call ran; its key ends with its journal key
+    assert INVOKED[0].startswith("save(fine,")
+    assert INVOKED[0].endswith("/agent:notes#1/gather#3/0/tool:save#1)")
+
+
+async def test_ungranted_tool_is_denied_and_told() -> None:
+    model = ScriptedModel([[call(0, "add", a=1, b=1)], "ok"])
+    result = await Agent("no_tools", model=model).run("try")
+    denial = next(m for m in result.messages if m.role == "tool")
+    assert denial.is_error
+    assert "denied: tool 'add' is not granted to agent 'no_tools'" in denial.content
+
+
+async def test_typed_output_with_a_bounded_reask() -> None:
+    model = ScriptedModel(['{"label": "spam"}', {"label": "spam", "score": 3}])
+    agent: Agent[Verdict] = Agent("judge", model=model, output_type=Verdict)
+    result = await agent.run("classify")
+    assert result.output == Verdict(label="spam", score=3)
+    assert model.requests[0].output is not None
+    assert model.requests[0].output.schema["required"] == ["label", "score"]
+    reask = model.requests[1].messages[-1]
+    assert reask.role == "user"
+    assert "score: Field required" in reask.content
+
+    never = ScriptedModel(["nope", "still no", "no"])
+    with pytest.raises(Exception, match="did not match Verdict after 2 re-ask"):
+        await Agent("judge2", model=never, output_type=Verdict, output_retries=2).run("x")
+
+
+async def test_turn_limit() -> None:
+    model = FunctionModel(lambda request: call(len(request.messages), "add", a=1, b=1))
+    with pytest.raises(Exception, match="used all 3 model calls"):
+        await Agent("loops", model=model, tools=[add], max_turns=3).run("go")
+
+
+async def test_credentials_are_injected_and_never_journaled_or_prompted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OVERNIGHT_TEST_SECRET", "s3cr3t-value")
+    model = ScriptedModel([[call(0, "secret_lookup", query="cats")], "ok"])
+    agent = Agent("spy", model=model, tools=[secret_lookup])
+
+    @workflow
+    async def with_secret(ctx: Context) -> str:
+        return (await agent.run("find cats")).output
+
+    async with Engine("memory://", workflows=[with_secret]) as engine:
+        assert await engine.run(with_secret, run_id="sec") == "ok"
+        journal = b"".join(e.data for e in await engine.journal("sec"))
+        blobs = b"".join(engine.store._blobs.values())  # type: ignore[attr-defined]
+    assert b"s3cr3t" not in journal + blobs
+    assert all("s3cr3t" not in repr(r) for r in model.requests)
+    assert "12 characters" in model.requests[1].messages[-1].content
+
+
+async def test_ask_policy_waits_for_a_person_bound_to_the_call(store: Store) -> None:
+    INVOKED.clear()
+    model = ScriptedModel([[call(0, "save", note="hi"), call(1, "save", note="bye")], "done"])
+    agent = Agent("careful", model=model, tools=[save], policy=AskFor("save"))
+
+    @workflow
+    async def careful(ctx: Context) -> AgentResult[str]:
+        return await agent.run("save both")
+
+    async with Engine(store, workflows=[careful], poll_seconds=0.02) as engine:
+        handle = await engine.start(careful, run_id="ask")
+        await until_status(engine, "ask", "waiting")
+        assert INVOKED == []
+        prefix = "agent:careful#1/gather#1"
+        await engine.signal("ask", approval_signal(f"{prefix}/0/tool:save#1"), {"allow": True})
+        await engine.signal(
+            "ask", approval_signal(f"{prefix}/1/tool:save#1"), {"allow": False, "reason": "no"}
+        )
+        result = await handle.result(timeout=5)
+    assert [m.content for m in result.messages if m.role == "tool"] == [
+        "saved",
+        "a person denied this call: no",
+    ]
+    assert len(INVOKED) == 1
+
+
+async def test_a_resumed_agent_asks_no_model_again_and_repeats_no_tool(store: Store) -> None:
+    INVOKED.clear()
+    model = ScriptedModel([[call(0, "add", a=2, b=2)], [call(1, "save", note="four")], "4"])
+    agent = Agent("durable", model=model, tools=[add, save])
+
+    @workflow
+    async def then_waits(ctx: Context) -> str:
+        answer = (await agent.run("what is 2+2")).output
+        await ctx.wait_signal("go")
+        return str(answer)
+
+    async with Engine(store, workflows=[then_waits], poll_seconds=0.02) as engine:
+        handle = await engine.start(then_waits, run_id="dur")
+        await until_status(engine, "dur", "waiting")
+        await engine.signal("dur", "go")  # the resumed execution replays the whole agent run
+        assert await handle.result(timeout=5) == "4"
+        keys = [e.key for e in await engine.journal("dur") if e.kind in ("intent", "done")]
+    assert len(model.requests) == 3
+    assert INVOKED == ["add(2,2)", "save(four,dur/agent:durable#1/gather#2/0/tool:save#1)"]
+    assert keys[:2] == ["agent:durable#1/model#1", "agent:durable#1/model#1"]
+    assert "agent:durable#1/gather#1/0/tool:add#1" in keys
+
+
+async def test_conversation_storage_grows_linearly() -> None:
+    async def bytes_for(turns: int) -> int:
+        model = FunctionModel(
+            lambda r: (
+                call(len(r.messages), "add", a=1, b=1) if len(r.messages) < 2 * turns else "done"
+            )
+        )
+        agent = Agent("long", model=model, tools=[add], max_turns=turns + 1)
+
+        @workflow
+        async def long_talk(ctx: Context) -> str:
+            return (await agent.run("x" * 400)).output
+
+        async with Engine("memory://", workflows=[long_talk]) as engine:
+            await engine.run(long_talk, run_id="t")
+            store = engine.store
+            journal = sum(len(e.data) for e in await engine.journal("t"))
+            return journal + sum(len(b) for b in store._blobs.values())  # type: ignore[attr-defined]
+
+    small, large = await bytes_for(25), await bytes_for(100)
+    assert large < 4.6 * small  # linear (×4 turns) plus a constant, not quadratic (×16)
+
+
+def test_messages_are_plain_data() -> None:
+    message = Message("tool", "3", tool_call_id="c", name="add")
+    assert message.is_error is False
+    assert isinstance(ModelRequest((message,)).messages[0], Message)
+    assert asyncio.iscoroutinefunction(save.fn)
