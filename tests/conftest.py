@@ -1,8 +1,8 @@
-"""Shared fixtures: every engine test runs on both the memory and the SQLite store."""
+"""Shared fixtures: every engine test runs on both the memory and the SQLite store, offline."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,9 +10,17 @@ import pytest
 from overnight import Engine
 from overnight.store import MemoryStore, Store
 from overnight.store.sqlite import SqliteStore
+from overnight.testing.guard import NetworkGuard, offline
 
 # The conformance suite lives in a helper package: have pytest explain its failed asserts too.
 pytest.register_assert_rewrite("tests.conformance")
+
+
+@pytest.fixture(autouse=True)
+def network_guard() -> Iterator[NetworkGuard]:
+    """No test reaches beyond loopback or sees a provider's key (see overnight.testing.guard)."""
+    with offline() as guard:
+        yield guard
 
 
 @pytest.fixture(params=["memory", "sqlite"])
