@@ -1,4 +1,4 @@
-"""Shared fixtures: every engine test runs on the memory, SQLite and PostgreSQL stores.
+"""Shared fixtures: every engine test runs on the memory, SQLite and PostgreSQL stores, offline.
 
 PostgreSQL tests use the server at `OVERNIGHT_TEST_POSTGRES_URL` (default `POSTGRES_URL`), each
 test in a fresh schema dropped afterwards. They never skip: without a server they fail, saying
@@ -23,6 +23,7 @@ from overnight import Engine
 from overnight.store import MemoryStore, Store
 from overnight.store.postgres import PostgresStore
 from overnight.store.sqlite import SqliteStore
+from overnight.testing.guard import NetworkGuard, offline
 
 # The conformance suite lives in a helper package: have pytest explain its failed asserts too.
 pytest.register_assert_rewrite("tests.conformance")
@@ -31,6 +32,13 @@ POSTGRES_URL = os.environ.get(
     "OVERNIGHT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 """The database PostgreSQL tests use (they create and drop schemas in it, nothing else)."""
+
+
+@pytest.fixture(autouse=True)
+def network_guard() -> Iterator[NetworkGuard]:
+    """No test reaches beyond loopback or sees a provider's key (see overnight.testing.guard)."""
+    with offline() as guard:
+        yield guard
 
 
 @functools.cache

@@ -1,4 +1,5 @@
-"""Tools for crash-testing workflows: a ledger outside the killed processes, and a trial runner.
+"""Tools for testing workflows: crash trials with a ledger outside the killed processes, and
+scripted provider servers behind a network guard for agents.
 
 - `Ledger` / `LedgerClient` (`overnight.testing.ledger`): log every step invocation and apply
   every effect once, in the test process, so counts survive SIGKILL of the workers.
@@ -7,6 +8,10 @@
   random instant, resume, and check that nothing committed ran twice and no effect was applied
   twice.
 - `overnight.testing.crash_workload.REFERENCE`: the reference workload.
+- `OpenAIServer`, `AnthropicServer` (`overnight.testing.servers`): local servers speaking the
+  providers' HTTP APIs from a script of replies, for the official SDK clients in tests.
+- `NetworkGuard`, `offline` (`overnight.testing.guard`): fail a test that leaves loopback, and
+  hide the providers' keys from it.
 
 `python -m overnight.testing --trials 100 [--jobs 2]` runs a campaign and prints its table.
 """
