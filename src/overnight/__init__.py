@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._engine.scope import StepInfo
 from ._engine.waits import ChildHandle
+from .agent import Agent, AgentError, AgentResult, approval_signal
 from .context import Context
 from .engine import Engine, RunHandle
 from .errors import (
@@ -27,22 +28,31 @@ from .errors import (
     WorkflowImportError,
 )
 from .step import Effect, Found, NotFound, RetryPolicy, Step, Unknown, current_step, step
+from .gate import Decision, GrantedTools, Policy, Principal, ToolCallRequest
 from .store import open_store
 from .store.base import RunRecord, RunStatus
+from .tool import Tool, ToolArgumentsError, tool
 from .workflow import Workflow, workflow
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentError",
+    "AgentResult",
     "BudgetExceeded",
     "ChildFailed",
     "ChildHandle",
     "Context",
+    "Decision",
     "Effect",
     "Engine",
     "Found",
+    "GrantedTools",
     "NotFound",
     "OvernightError",
+    "Policy",
+    "Principal",
     "RetryPolicy",
     "RunCancelled",
     "RunCancelledError",
@@ -62,12 +72,17 @@ __all__ = [
     "StepInfo",
     "StoreError",
     "StoreFormatError",
+    "Tool",
+    "ToolArgumentsError",
+    "ToolCallRequest",
     "Unknown",
     "UserError",
     "Workflow",
     "WorkflowImportError",
+    "approval_signal",
     "current_step",
     "open_store",
     "step",
+    "tool",
     "workflow",
 ]
