@@ -27,8 +27,8 @@ from .errors import (
     UserError,
     WorkflowImportError,
 )
-from .step import Effect, Found, NotFound, RetryPolicy, Step, Unknown, current_step, step
 from .gate import Decision, GrantedTools, Policy, Principal, ToolCallRequest
+from .step import Effect, Found, NotFound, RetryPolicy, Step, Unknown, current_step, step
 from .store import open_store
 from .store.base import RunRecord, RunStatus
 from .tool import Tool, ToolArgumentsError, tool
