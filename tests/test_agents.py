@@ -63,7 +63,7 @@ async def test_text_answer_standalone() -> None:
     result = await Agent("greeter", model=model, instructions="Be brief.").run("hi")
     assert result.output == "hello there"
     assert [m.role for m in result.messages] == ["system", "user", "assistant"]
-    assert result.model_calls == 1
+    assert result.turns == 1
     assert result.usage.input_tokens > 0
 
 

@@ -41,6 +41,7 @@ from .models.base import (
     ToolCall,
     Usage,
 )
+from .models.resilience import FallbackModel
 from .step import RetryPolicy, Step
 from .tool import Tool, ToolArgumentsError
 
@@ -61,8 +62,8 @@ class AgentResult(Generic[O]):
     """The whole conversation, instructions first."""
     usage: Usage
     """Tokens used by every model call of the run, as the providers counted them."""
-    model_calls: int
-    """How many requests were sent (re-asks included)."""
+    turns: int
+    """How many model turns the run took (re-asks included; fallbacks count once)."""
 
 
 MODEL_RETRY = RetryPolicy(
@@ -209,15 +210,32 @@ class Agent(Generic[O]):
     # -- model calls --------------------------------------------------------------------------
 
     async def _call_model(self, scope: Scope, request: ModelRequest, history: str) -> ModelResponse:
-        model = self.model
+        """One durable call per model tried: the primary, then each fallback that is needed."""
+        models = self.model.models if isinstance(self.model, FallbackModel) else (self.model,)
+        failures: list[str] = []
+        for i, model in enumerate(models):
+            try:
+                return await self._durable_call(
+                    scope, "model" if i == 0 else "fallback", model, request, history
+                )
+            except StepFailed as exc:
+                failures.append(f"{model.name}: {exc.error_type}: {exc.message}")
+        raise ModelError(
+            f"agent {self.name!r}: no model answered ({'; '.join(failures)})",
+            model=self.model.name,
+            retryable=False,
+        )
 
+    async def _durable_call(
+        self, scope: Scope, name: str, model: Model, request: ModelRequest, history: str
+    ) -> ModelResponse:
         async def send(descriptor: dict[str, Any]) -> ModelResponse:
             response = await model.request(request)
             crash_point("after_model_reply")
             return response
 
         spec: Step[Any, ModelResponse] = Step(
-            send, name="model", effect="keyed", retry=self.model_retry, timeout=self.model_timeout
+            send, name=name, effect="keyed", retry=self.model_retry, timeout=self.model_timeout
         )
         descriptor = {
             "model": model.name,
@@ -227,15 +245,7 @@ class Agent(Generic[O]):
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         }
-        try:
-            response: ModelResponse = await call_step(spec, scope, (descriptor,), {})
-        except StepFailed as exc:
-            raise ModelError(
-                f"agent {self.name!r}: model {model.name!r} failed after {exc.attempts} "
-                f"attempt(s): {exc.error_type}: {exc.message}",
-                model=model.name,
-                retryable=False,
-            ) from exc
+        response: ModelResponse = await call_step(spec, scope, (descriptor,), {})
         return response
 
     # -- tool calls ---------------------------------------------------------------------------
