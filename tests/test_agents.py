@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import pydantic
 import pytest
 
-from overnight import Context, Engine, workflow
+from overnight import BudgetExceeded, Context, Engine, workflow
 from overnight.agent import Agent, AgentResult, approval_signal
+from overnight.budget import Budget
 from overnight.gate import AskFor
 from overnight.models import Message, ModelRequest, ToolCall
 from overnight.store import Store
@@ -238,3 +239,54 @@ def test_messages_are_plain_data() -> None:
     assert message.is_error is False
     assert isinstance(ModelRequest((message,)).messages[0], Message)
     assert asyncio.iscoroutinefunction(save.fn)
+
+
+async def test_budget_refuses_a_call_that_could_overrun_it_before_sending(store: Store) -> None:
+    model = ScriptedModel([[call(0, "add", a=1, b=1)], "two"])
+    agent = Agent("thrifty", model=model, tools=[add], max_tokens=100)
+
+    @workflow
+    async def on_a_budget(ctx: Context) -> str:
+        budget = Budget(tokens=200)  # the first call (worst case 152) fits; after it, not a second
+        try:
+            return (await agent.run("1+1", budget=budget)).output
+        except BudgetExceeded as exc:
+            return f"refused: {exc}"
+
+    async with Engine(store, workflows=[on_a_budget]) as engine:
+        answer = await engine.run(on_a_budget, run_id="b")
+    assert answer.startswith("refused: agent 'thrifty''s next model call would need up to")
+    assert "nothing was sent" in answer
+    assert len(model.requests) == 1
+
+
+async def test_parallel_agents_sharing_a_budget_never_overrun_it(store: Store) -> None:
+    async def slow_answer(request: ModelRequest) -> str:
+        await asyncio.sleep(0.05)  # all three calls are in flight at once
+        return "answer"
+
+    models = [FunctionModel(slow_answer) for _ in range(3)]
+    agents = [Agent(f"worker{i}", model=m, max_tokens=100) for i, m in enumerate(models)]
+
+    @workflow
+    async def shared(ctx: Context) -> list[str]:
+        budget = Budget(tokens=250)  # room for two worst cases (~110 each), not three
+
+        async def one(agent: Agent[str]) -> str:
+            try:
+                return (await agent.run("go", budget=budget)).output
+            except BudgetExceeded:
+                return "refused"
+
+        results = await ctx.gather(*(one(a) for a in agents))
+        assert budget.used <= budget.tokens
+        await ctx.wait_signal("go")  # the replay must take the same decisions
+        return results
+
+    async with Engine(store, workflows=[shared], poll_seconds=0.02) as engine:
+        handle = await engine.start(shared, run_id="shared")
+        await until_status(engine, "shared", "waiting")
+        await engine.signal("shared", "go")
+        results = await handle.result(timeout=5)
+    assert sorted(results).count("refused") == 1
+    assert sum(len(m.requests) for m in models) == 2

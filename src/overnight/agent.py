@@ -29,6 +29,7 @@ from ._engine.decisions import decide
 from ._engine.scope import CURRENT, Scope, current_scope, validate_name
 from ._engine.steps import call_step
 from ._engine.waits import wait_signal
+from .budget import Budget
 from .errors import OvernightError, StepFailed, UserError
 from .gate import GrantedTools, Policy, Principal, ToolCallRequest, authorize
 from .models.base import (
@@ -42,6 +43,7 @@ from .models.base import (
     Usage,
 )
 from .models.resilience import FallbackModel
+from .models.tokens import request_tokens
 from .step import RetryPolicy, Step
 from .tool import Tool, ToolArgumentsError
 
@@ -122,11 +124,17 @@ class Agent(Generic[O]):
 
     # -- running ------------------------------------------------------------------------------
 
-    async def run(self, prompt: str) -> AgentResult[O]:
-        """Run the agent on a prompt: durably inside a workflow, else in a private engine."""
+    async def run(self, prompt: str, *, budget: Budget | None = None) -> AgentResult[O]:
+        """Run the agent on a prompt: durably inside a workflow, else in a private engine.
+
+        With a `budget`, every model call first reserves its worst case from it (see
+        `overnight.budget`); a call that does not fit raises `BudgetExceeded` unsent.
+        """
         scope = CURRENT.get()
         if type(scope) is Scope:
-            return await self._run(scope, prompt)
+            return await self._run(scope, prompt, budget)
+        if budget is not None:
+            raise UserError("a budget belongs to a run: pass it to agents inside a workflow")
         return await self._run_standalone(prompt)
 
     async def _run_standalone(self, prompt: str) -> AgentResult[O]:
@@ -143,18 +151,18 @@ class Agent(Generic[O]):
         async with Engine("memory://", workflows=[workflow]) as engine:
             return await engine.run(workflow, prompt)
 
-    async def _run(self, parent: Scope, prompt: str) -> AgentResult[O]:
+    async def _run(self, parent: Scope, prompt: str, budget: Budget | None) -> AgentResult[O]:
         key, pos = parent.assign(f"agent:{self.name}")
         if parent.run.replaying:
             parent.run.journal.visit(parent.prefix, pos, key)
         scope = parent.child(key + "/", parent.task)
         token = CURRENT.set(scope)
         try:
-            return await self._loop(scope, prompt)
+            return await self._loop(scope, prompt, budget)
         finally:
             CURRENT.reset(token)
 
-    async def _loop(self, scope: Scope, prompt: str) -> AgentResult[O]:
+    async def _loop(self, scope: Scope, prompt: str, budget: Budget | None) -> AgentResult[O]:
         history = _History(scope)
         messages: list[Message] = []
         if self.instructions:
@@ -168,7 +176,7 @@ class Agent(Generic[O]):
             request = ModelRequest(
                 tuple(messages), specs, self._output_spec, self.max_tokens, self.temperature
             )
-            response = await self._call_model(scope, request, history.digest)
+            response = await self._budgeted_call(scope, request, history.digest, budget)
             usage = usage + response.usage
             reply = response.message
             messages.append(reply)
@@ -208,6 +216,24 @@ class Agent(Generic[O]):
         return getattr(self.output_type, "__name__", repr(self.output_type))
 
     # -- model calls --------------------------------------------------------------------------
+
+    async def _budgeted_call(
+        self, scope: Scope, request: ModelRequest, history: str, budget: Budget | None
+    ) -> ModelResponse:
+        if budget is None:
+            return await self._call_model(scope, request, history)
+        worst = request_tokens(request) + request.max_tokens
+        who = f"agent {self.name!r}'s next model call"
+        if not decide(scope, "reserve", lambda: budget.fits(worst)):
+            raise budget.refuse(worst, who)
+        budget.reserve(worst, who)
+        try:
+            response = await self._call_model(scope, request, history)
+        except BaseException:
+            budget.settle(worst, 0)
+            raise
+        budget.settle(worst, response.usage.input_tokens + response.usage.output_tokens)
+        return response
 
     async def _call_model(self, scope: Scope, request: ModelRequest, history: str) -> ModelResponse:
         """One durable call per model tried: the primary, then each fallback that is needed."""
