@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 from overnight import BudgetExceeded, Context, Engine, workflow
-from overnight.agent import Agent, AgentResult, approval_signal
+from overnight.agent import Agent, AgentError, AgentResult, approval_signal
 from overnight.budget import Budget
 from overnight.gate import AskFor
 from overnight.models import Message, ModelRequest, ToolCall
@@ -290,3 +290,29 @@ async def test_parallel_agents_sharing_a_budget_never_overrun_it(store: Store) -
         results = await handle.result(timeout=5)
     assert sorted(results).count("refused") == 1
     assert sum(len(m.requests) for m in models) == 2
+
+
+async def test_history_is_trimmed_to_fit_the_context_window() -> None:
+    from overnight.models.tokens import request_tokens
+
+    def answer(request: ModelRequest) -> Any:
+        assert request_tokens(request) + request.max_tokens <= 300  # never past the window
+        if len(answer.seen) < 8:  # type: ignore[attr-defined]
+            answer.seen.append(1)  # type: ignore[attr-defined]
+            return call(len(answer.seen), "add", a=1, b=1)  # type: ignore[attr-defined]
+        return "done"
+
+    answer.seen = []  # type: ignore[attr-defined]
+    model = FunctionModel(answer)
+    agent = Agent("window", model=model, tools=[add], max_tokens=100, context_window=300)
+    result = await agent.run("x" * 200)
+    assert result.output == "done"
+    sent = [len(r.messages) for r in model.requests]
+    assert sent[-1] < len(result.messages) - 1  # earlier turns were trimmed away
+    last = model.requests[-1].messages
+    assert last[0].content == "x" * 200  # the prompt is kept
+    assert last[1].role == "assistant"  # tool results never lead without their call
+
+    too_small = Agent("tiny", model=FunctionModel(lambda r: "x"), context_window=50)
+    with pytest.raises(AgentError, match="do not fit the model's context window of 50"):
+        await too_small.run("hello")

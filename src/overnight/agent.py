@@ -30,7 +30,7 @@ from ._engine.scope import CURRENT, Scope, current_scope, validate_name
 from ._engine.steps import call_step
 from ._engine.waits import wait_signal
 from .budget import Budget
-from .errors import OvernightError, StepFailed, UserError
+from .errors import OvernightError, RunFailedError, StepFailed, UserError
 from .gate import GrantedTools, Policy, Principal, ToolCallRequest, authorize
 from .models.base import (
     Message,
@@ -95,6 +95,7 @@ class Agent(Generic[O]):
         policy: Policy | None = None,
         model_retry: RetryPolicy = MODEL_RETRY,
         model_timeout: float | None = 120.0,
+        context_window: int | None = None,
     ) -> None:
         if not isinstance(model, Model):
             raise UserError(
@@ -115,6 +116,8 @@ class Agent(Generic[O]):
         self.policy: Policy = policy or GrantedTools()
         self.model_retry = model_retry
         self.model_timeout = model_timeout
+        self.context_window = context_window
+        """Tokens the model accepts (default: the model's own `context_window`, if it says)."""
         self._adapter = pydantic.TypeAdapter(output_type) if output_type is not None else None
         self._output_spec = (
             OutputSpec(f"{name}_output", self._adapter.json_schema())
@@ -149,7 +152,11 @@ class Agent(Generic[O]):
         )
         workflow.ref = f"overnight.agent:{self.name}"  # registered, never imported
         async with Engine("memory://", workflows=[workflow]) as engine:
-            return await engine.run(workflow, prompt)
+            try:
+                return await engine.run(workflow, prompt)
+            except RunFailedError as exc:
+                # The private engine is an implementation detail: report the agent's failure.
+                raise AgentError(f"{exc.error_type}: {exc.message}") from exc
 
     async def _run(self, parent: Scope, prompt: str, budget: Budget | None) -> AgentResult[O]:
         key, pos = parent.assign(f"agent:{self.name}")
@@ -173,8 +180,10 @@ class Agent(Generic[O]):
         specs = tuple(t.spec() for t in self.tools.values())
         reasks = 0
         for calls in range(1, self.max_turns + 1):
-            request = ModelRequest(
-                tuple(messages), specs, self._output_spec, self.max_tokens, self.temperature
+            request = self._fit_window(
+                ModelRequest(
+                    tuple(messages), specs, self._output_spec, self.max_tokens, self.temperature
+                )
             )
             response = await self._budgeted_call(scope, request, history.digest, budget)
             usage = usage + response.usage
@@ -206,6 +215,37 @@ class Agent(Generic[O]):
             f"agent {self.name!r} used all {self.max_turns} model calls (max_turns) without "
             "giving a final answer; raise max_turns or narrow the task"
         )
+
+    def _fit_window(self, request: ModelRequest) -> ModelRequest:
+        """Trim the oldest turns so the request (and its reply) fit the model's context window.
+
+        Deterministic (a function of the messages), so a replay trims identically. The system
+        instructions and the first user message are kept, and an assistant's tool calls are
+        never separated from their results (providers reject orphaned tool messages).
+        """
+        window = self.context_window or getattr(self.model, "context_window", None)
+        if window is None or request_tokens(request) + request.max_tokens <= window:
+            return request
+        messages = list(request.messages)
+        head = 2 if messages and messages[0].role == "system" else 1
+        kept = messages[head:]
+        while (
+            kept
+            and request_tokens(_with(request, messages[:head] + kept)) + (request.max_tokens)
+            > window
+        ):
+            drop = 1
+            while drop < len(kept) and kept[drop].role == "tool":
+                drop += 1  # the results of a dropped assistant turn go with it
+            kept = kept[drop:]
+        trimmed = _with(request, messages[:head] + kept)
+        if not kept or request_tokens(trimmed) + request.max_tokens > window:
+            raise AgentError(
+                f"agent {self.name!r}: the instructions, the prompt and max_tokens="
+                f"{request.max_tokens} do not fit the model's context window of {window} tokens "
+                "even with every earlier turn trimmed; shorten them or use a larger model"
+            )
+        return trimmed
 
     def _output(self, content: str) -> O:
         if self._adapter is None or self.output_type is str:
@@ -270,6 +310,7 @@ class Agent(Generic[O]):
             "output": request.output.name if request.output else None,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
+            "sent": len(request.messages),  # fewer than the history when the window was trimmed
         }
         response: ModelResponse = await call_step(spec, scope, (descriptor,), {})
         return response
@@ -304,6 +345,12 @@ class Agent(Generic[O]):
         except StepFailed as exc:
             return _tool_message(call, f"{exc.error_type}: {exc.message}", error=True)
         return _tool_message(call, _as_text(result), error=False)
+
+
+def _with(request: ModelRequest, messages: list[Message]) -> ModelRequest:
+    return ModelRequest(
+        tuple(messages), request.tools, request.output, request.max_tokens, request.temperature
+    )
 
 
 def approval_signal(call_key: str) -> str:
