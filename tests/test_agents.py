@@ -17,6 +17,7 @@ from overnight.models import Message, ModelRequest, ToolCall
 from overnight.store import Store
 from overnight.testing.models import FunctionModel, ScriptedModel
 from overnight.tool import tool
+from overnight.transcript import model_calls
 
 from .helpers import until_status
 
@@ -316,3 +317,31 @@ async def test_history_is_trimmed_to_fit_the_context_window() -> None:
     too_small = Agent("tiny", model=FunctionModel(lambda r: "x"), context_window=50)
     with pytest.raises(AgentError, match="do not fit the model's context window of 50"):
         await too_small.run("hello")
+
+
+async def test_the_exact_prompts_and_responses_can_be_read_back_from_the_store(
+    store: Store,
+) -> None:
+    def answer(request: ModelRequest) -> Any:
+        return call(len(model.requests), "add", a=1, b=2) if len(model.requests) < 4 else "3"
+
+    model = FunctionModel(answer)
+    agent = Agent(
+        "told", model=model, instructions="Add.", tools=[add], max_tokens=100, context_window=195
+    )
+
+    @workflow
+    async def talk(ctx: Context) -> str:
+        return (await agent.run("add 1 and 2, a few times")).output
+
+    async with Engine(store, workflows=[talk]) as engine:
+        assert await engine.run(talk, run_id="t") == "3"
+        calls = await model_calls(engine, "t")
+    assert [c.key for c in calls] == [f"agent:told#1/model#{i}" for i in range(1, 5)]
+    assert [c.messages for c in calls] == [r.messages for r in model.requests]
+    untrimmed = [2 + 2 * i for i in range(4)]  # system, user, then an assistant + tool per turn
+    assert [len(c.messages) for c in calls] != untrimmed  # the window trimmed, and so does this
+    assert calls[-1].response is not None
+    assert calls[-1].response.message.content == "3"
+    assert calls[0].response is not None
+    assert calls[0].response.meta["latency_ms"] >= 0

@@ -14,7 +14,9 @@ n-turn conversation grows the store by O(n), not O(n²).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
@@ -296,9 +298,11 @@ class Agent(Generic[O]):
         self, scope: Scope, name: str, model: Model, request: ModelRequest, history: str
     ) -> ModelResponse:
         async def send(descriptor: dict[str, Any]) -> ModelResponse:
+            started = time.monotonic()
             response = await model.request(request)
             crash_point("after_model_reply")
-            return response
+            latency = round((time.monotonic() - started) * 1000, 3)
+            return dataclasses.replace(response, meta={**response.meta, "latency_ms": latency})
 
         spec: Step[Any, ModelResponse] = Step(
             send, name=name, effect="keyed", retry=self.model_retry, timeout=self.model_timeout
