@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import pydantic
 import pytest
 
-from overnight import BudgetExceeded, Context, Engine, workflow
+from overnight import BudgetExceeded, Context, Engine, UserError, workflow
 from overnight.agent import Agent, AgentError, AgentResult, approval_signal
 from overnight.budget import Budget
 from overnight.gate import AskFor
@@ -345,3 +345,27 @@ async def test_the_exact_prompts_and_responses_can_be_read_back_from_the_store(
     assert calls[-1].response.message.content == "3"
     assert calls[0].response is not None
     assert calls[0].response.meta["latency_ms"] >= 0
+
+
+class Opaque:
+    """A type pydantic cannot describe to a model."""
+
+
+def test_tools_that_cannot_be_described_are_refused_at_decoration() -> None:
+    def untyped(x):  # type: ignore[no-untyped-def]
+        return x
+
+    with pytest.raises(UserError, match="parameter 'x' has no type annotation"):
+        tool(untyped)
+
+    def takes_object(thing: Opaque) -> str:
+        return "?"
+
+    with pytest.raises(UserError, match="cannot build a JSON Schema"):
+        tool(takes_object)
+
+    def variadic(*args: int) -> int:
+        return 0
+
+    with pytest.raises(UserError, match=r"\*args/\*\*kwargs cannot be described"):
+        tool(variadic)

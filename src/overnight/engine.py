@@ -441,6 +441,10 @@ def _validate_result(ref: str | None, key: str, result: Any) -> Any:
         raise UserError(
             f"cannot import step {ref!r} to check the result for {key!r}: {exc}"
         ) from exc
+    from .tool import Tool
+
+    if isinstance(obj, Tool):
+        obj = obj.step_for_types()
     if not isinstance(obj, Step):
         return result
     try:

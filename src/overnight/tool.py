@@ -85,6 +85,10 @@ class Tool(Generic[R]):
         spec.ref = f"{self.fn.__module__}:{self.fn.__qualname__}"
         return spec
 
+    def step_for_types(self) -> Step[Any, R]:
+        """A step whose return type is the tool's (to validate a person's resolution)."""
+        return Step(self.fn, name=self.name, effect=self.effect, retry=NO_RETRY, timeout=None)
+
     def spec(self) -> ToolSpec:
         """The tool as the model sees it."""
         schema = self.args_model.model_json_schema()
