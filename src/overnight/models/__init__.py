@@ -15,9 +15,11 @@ from .base import (
     ToolSpec,
     Usage,
 )
+from .pricing import Cost, cost
 
 __all__ = [
     "ContextLengthError",
+    "Cost",
     "Message",
     "Model",
     "ModelError",
@@ -28,4 +30,5 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
     "Usage",
+    "cost",
 ]

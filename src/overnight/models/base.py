@@ -87,9 +87,13 @@ class Usage:
     """Token counts as the provider reported them."""
 
     input_tokens: int = 0
+    """Every input token, cached ones included (OpenAI's `prompt_tokens`; for Anthropic, its
+    `input_tokens` plus cache reads and writes, which it reports apart)."""
     output_tokens: int = 0
     cache_read_tokens: int = 0
+    """Input tokens read from the provider's prompt cache (billed cheaper)."""
     cache_write_tokens: int = 0
+    """Input tokens written to the provider's prompt cache (Anthropic bills them dearer)."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
