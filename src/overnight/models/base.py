@@ -12,7 +12,7 @@ data, never by matching provider exception classes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from ..errors import OvernightError
 
@@ -133,6 +133,20 @@ class Model(Protocol):
     async def request(self, request: ModelRequest) -> ModelResponse:
         """Send one request; raise `ModelError` on failure."""
         ...
+
+
+@runtime_checkable
+class ProviderModel(Model, Protocol):
+    """A model behind a network endpoint: it holds connections until `aclose()` (or the end of
+    an `async with` block)."""
+
+    async def aclose(self) -> None:
+        """Close the model's connections."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
 
 
 class ModelError(OvernightError):
