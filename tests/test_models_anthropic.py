@@ -306,6 +306,12 @@ async def test_a_refused_key_names_the_variable(monkeypatch: pytest.MonkeyPatch)
     assert "sk-ant-wrong" not in str(error)
 
 
+def test_the_context_window_is_known_or_given() -> None:
+    assert AnthropicModel("claude-haiku-4-5", api_key="k").context_window == 200_000
+    assert AnthropicModel("claude-made-up", api_key="k").context_window is None
+    assert AnthropicModel("x", api_key="k", context_window=1000).context_window == 1000
+
+
 def test_a_missing_key_names_the_variable() -> None:
     with pytest.raises(UserError, match="set the ANTHROPIC_API_KEY environment variable"):
         resolve_model("anthropic:claude-haiku-4-5")

@@ -452,6 +452,13 @@ def test_openai_itself_gets_max_completion_tokens() -> None:
     assert OpenAIModel("m", base_url="http://localhost:1/v1")._limit_param == "max_tokens"
 
 
+def test_the_context_window_is_known_or_given() -> None:
+    assert OpenAIModel("gpt-4o-mini", api_key="k").context_window == 128_000
+    assert OpenAIModel("llama3.2", base_url="http://localhost:1/v1").context_window is None
+    given = OpenAIModel("llama3.2", base_url="http://localhost:1/v1", context_window=8192)
+    assert given.context_window == 8192
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(UserError, match="structured must be"):
         OpenAIModel("m", api_key="k", structured="json")  # type: ignore[arg-type]
@@ -487,7 +494,7 @@ async def test_an_agent_calls_a_tool_then_answers_typed() -> None:
         sent = server.requests(CHAT)
     assert result.output == Forecast(port="Brest", height_m=4.2)
     assert result.usage == Usage(input_tokens=250, output_tokens=22)
-    assert result.model_calls == 2
+    assert len(sent) == 2
     assert sent[1].body["messages"][-1] == {
         "role": "tool",
         "tool_call_id": "call_1_0",

@@ -18,6 +18,7 @@ The SDK client is created with `max_retries=0`: the engine retries (see `_provid
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -30,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised by simulating the imp
         'the "anthropic" provider needs the anthropic SDK: pip install "overnight[anthropic]"'
     ) from exc
 
-from . import _provider, _schema
+from . import _provider, _schema, pricing
 from .base import Message, ModelError, ModelRequest, ModelResponse, OutputSpec, ToolCall, Usage
 
 __all__ = ["AnthropicModel"]
@@ -54,6 +55,7 @@ class AnthropicModel:
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: float = 60.0,
+        context_window: int | None = None,
         client: anthropic.AsyncAnthropic | None = None,
     ) -> None:
         if not model:
@@ -64,6 +66,7 @@ class AnthropicModel:
             raise UserError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.model = model
         self.timeout = timeout
+        self._context_window = context_window
         if client is not None:
             self._hint = "the API key of the client given to AnthropicModel"
             self.client = client.with_options(max_retries=0)
@@ -83,6 +86,13 @@ class AnthropicModel:
             )
         self.base_url = str(self.client.base_url).rstrip("/")
         """The endpoint requests go to (e.g. `https://api.anthropic.com`)."""
+
+    @functools.cached_property
+    def context_window(self) -> int | None:
+        """Tokens the model accepts: as given, else from genai-prices' tables (None: unknown)."""
+        if self._context_window is not None:
+            return self._context_window
+        return pricing.context_window(self.name)
 
     @property
     def name(self) -> str:

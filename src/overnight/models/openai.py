@@ -18,6 +18,7 @@ The SDK client is created with `max_retries=0`: the engine retries (see `_provid
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Literal
 
@@ -30,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised by simulating the imp
         'the "openai" provider needs the openai SDK: pip install "overnight[openai]"'
     ) from exc
 
-from . import _provider, _schema
+from . import _provider, _schema, pricing
 from .base import Message, ModelError, ModelRequest, ModelResponse, ToolCall, Usage
 
 __all__ = ["OpenAIModel", "StructuredMode"]
@@ -59,6 +60,7 @@ class OpenAIModel:
         base_url: str | None = None,
         api_key: str | None = None,
         timeout: float = 60.0,
+        context_window: int | None = None,
         structured: StructuredMode = "auto",
         client: openai.AsyncOpenAI | None = None,
     ) -> None:
@@ -72,6 +74,7 @@ class OpenAIModel:
             raise UserError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.model = model
         self.timeout = timeout
+        self._context_window = context_window
         self.structured: StructuredMode = structured
         self._native: bool | None = {"native": True, "prompted": False, "auto": None}[structured]
         if client is not None:
@@ -97,6 +100,13 @@ class OpenAIModel:
         # compatible servers have long known max_tokens, and not all know the newer name.
         official = (self.client.base_url.host or "").endswith("openai.com")
         self._limit_param = "max_completion_tokens" if official else "max_tokens"
+
+    @functools.cached_property
+    def context_window(self) -> int | None:
+        """Tokens the model accepts: as given, else from genai-prices' tables (None: unknown)."""
+        if self._context_window is not None:
+            return self._context_window
+        return pricing.context_window(self.name)
 
     @property
     def name(self) -> str:

@@ -1,4 +1,5 @@
-"""What a model call cost, from the provider's own usage counts and `genai-prices`' tables.
+"""What a model call cost, from the provider's own usage counts and `genai-prices`' tables
+(which also know models' context windows: `context_window`).
 
 `genai-prices` ships its price data in the package; it is only ever read from there (its
 `UpdatePrices`, which downloads newer prices, is never started), so pricing works offline and
@@ -17,7 +18,7 @@ from decimal import Decimal
 
 from .base import Usage
 
-__all__ = ["Cost", "cost"]
+__all__ = ["Cost", "context_window", "cost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +76,17 @@ def cost(usage: Usage, model: str, *, at: datetime | None = None) -> Cost:
         # reporting more cached than input tokens). Either way the cost is not known.
         return Cost(None, frozenset({model}))
     return Cost(price.total_price)
+
+
+def context_window(model: str) -> int | None:
+    """Tokens `model` (`provider:model`) accepts, per genai-prices' tables; None if unknown."""
+    provider, sep, name = model.partition(":")
+    if not sep or not name:
+        return None
+    from genai_prices.data_snapshot import get_snapshot
+
+    try:
+        _, info = get_snapshot().find_provider_model(name, None, provider, None)
+    except LookupError:
+        return None
+    return info.context_window
