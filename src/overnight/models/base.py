@@ -12,7 +12,7 @@ data, never by matching provider exception classes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from ..errors import OvernightError
 
@@ -87,9 +87,13 @@ class Usage:
     """Token counts as the provider reported them."""
 
     input_tokens: int = 0
+    """Every input token, cached ones included (OpenAI's `prompt_tokens`; for Anthropic, its
+    `input_tokens` plus cache reads and writes, which it reports apart)."""
     output_tokens: int = 0
     cache_read_tokens: int = 0
+    """Input tokens read from the provider's prompt cache (billed cheaper)."""
     cache_write_tokens: int = 0
+    """Input tokens written to the provider's prompt cache (Anthropic bills them dearer)."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -129,6 +133,20 @@ class Model(Protocol):
     async def request(self, request: ModelRequest) -> ModelResponse:
         """Send one request; raise `ModelError` on failure."""
         ...
+
+
+@runtime_checkable
+class ProviderModel(Model, Protocol):
+    """A model behind a network endpoint: it holds connections until `aclose()` (or the end of
+    an `async with` block)."""
+
+    async def aclose(self) -> None:
+        """Close the model's connections."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
 
 
 class ModelError(OvernightError):
