@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from decimal import Decimal
 from typing import Annotated, Any
 
 import pydantic
 import pytest
 
-from overnight import BudgetExceeded, Context, Engine, UserError, workflow
+from overnight import BudgetExceeded, Context, Engine, RunFailedError, UserError, workflow
 from overnight.agent import Agent, AgentError, AgentResult, approval_signal
 from overnight.budget import Budget
 from overnight.gate import AskFor
-from overnight.models import Message, ModelRequest, ToolCall
+from overnight.models import ContextLengthError, Message, ModelRequest, ToolCall
 from overnight.store import Store
 from overnight.testing.models import FunctionModel, ScriptedModel
 from overnight.tool import tool
@@ -280,7 +281,8 @@ async def test_parallel_agents_sharing_a_budget_never_overrun_it(store: Store) -
                 return "refused"
 
         results = await ctx.gather(*(one(a) for a in agents))
-        assert budget.used <= budget.tokens
+        assert budget.tokens is not None
+        assert budget.tokens_used <= budget.tokens
         await ctx.wait_signal("go")  # the replay must take the same decisions
         return results
 
@@ -369,3 +371,59 @@ def test_tools_that_cannot_be_described_are_refused_at_decoration() -> None:
 
     with pytest.raises(UserError, match=r"\*args/\*\*kwargs cannot be described"):
         tool(variadic)
+
+
+async def test_cost_budget_prices_the_worst_case_and_refuses_unpriced_models() -> None:
+    priced = FunctionModel(lambda r: "fine", name="openai:gpt-4o-mini")
+    agent = Agent("spender", model=priced, max_tokens=1000)
+
+    @workflow
+    async def spend(ctx: Context, dollars: str) -> str:
+        try:
+            result = await agent.run("hello", budget=Budget(cost=Decimal(dollars)))
+        except BudgetExceeded as exc:
+            return f"refused: {exc}"
+        return f"{result.output} for {result.cost}"
+
+    async with Engine("memory://", workflows=[spend]) as engine:
+        assert (await engine.run(spend, "0.0001")).startswith("refused: agent 'spender'")
+        answer = await engine.run(spend, "0.01")
+    assert answer.startswith("fine for $0.0000")  # priced from the provider's own table
+
+    unpriced = Agent("mystery", model=ScriptedModel(["x"]), max_tokens=10)
+
+    @workflow
+    async def spend_unpriced(ctx: Context) -> str:
+        return (await unpriced.run("hi", budget=Budget(cost=Decimal(1)))).output
+
+    async with Engine("memory://", workflows=[spend_unpriced]) as engine:
+        with pytest.raises(RunFailedError, match="has no known price"):
+            await engine.run(spend_unpriced)
+    result = await Agent("free", model=ScriptedModel(["x"])).run("hi")
+    assert result.cost.amount is None
+    assert str(result.cost) == "unpriced (test:scripted)"  # never $0
+
+
+async def test_a_context_length_error_is_reported_as_such() -> None:
+    too_long = ContextLengthError("prompt is too long: 9000 > 8192", model="test:scripted")
+    agent = Agent("verbose", model=ScriptedModel([too_long]))
+
+    @workflow
+    async def overflows(ctx: Context) -> str:
+        try:
+            await agent.run("a very long prompt")
+        except ContextLengthError as exc:
+            return f"too long: {exc}"
+        return "fitted"
+
+    async with Engine("memory://", workflows=[overflows]) as engine:
+        answer = await engine.run(overflows)
+    assert answer.startswith("too long: agent 'verbose': no model answered")
+    assert "prompt is too long: 9000 > 8192" in answer
+
+
+def test_models_can_be_named_by_provider_strings() -> None:
+    agent = Agent("named", model="openai:gpt-4o-mini")
+    assert agent.model == "openai:gpt-4o-mini"
+    with pytest.raises(UserError, match="OPENAI_API_KEY"):
+        _ = agent.resolved_model  # resolved when first needed; the key is missing here

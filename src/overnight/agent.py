@@ -19,6 +19,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast
 
 import orjson
@@ -35,6 +36,7 @@ from .budget import Budget
 from .errors import OvernightError, RunFailedError, StepFailed, UserError
 from .gate import GrantedTools, Policy, Principal, ToolCallRequest, authorize
 from .models.base import (
+    ContextLengthError,
     Message,
     Model,
     ModelError,
@@ -44,12 +46,14 @@ from .models.base import (
     ToolCall,
     Usage,
 )
+from .models.pricing import Cost, cost
 from .models.resilience import FallbackModel
 from .models.tokens import request_tokens
 from .step import RetryPolicy, Step
 from .tool import Tool, ToolArgumentsError
 
 O = TypeVar("O")  # noqa: E741
+ZERO = Decimal(0)
 
 
 class AgentError(OvernightError):
@@ -66,6 +70,8 @@ class AgentResult(Generic[O]):
     """The whole conversation, instructions first."""
     usage: Usage
     """Tokens used by every model call of the run, as the providers counted them."""
+    cost: Cost
+    """What the calls cost, priced offline per answering model (unpriced models named)."""
     turns: int
     """How many model turns the run took (re-asks included; fallbacks count once)."""
 
@@ -86,7 +92,7 @@ class Agent(Generic[O]):
         self,
         name: str,
         *,
-        model: Model,
+        model: Model | str,
         instructions: str = "",
         tools: Sequence[Tool[Any]] = (),
         output_type: type[O] | None = None,
@@ -96,16 +102,18 @@ class Agent(Generic[O]):
         temperature: float | None = None,
         policy: Policy | None = None,
         model_retry: RetryPolicy = MODEL_RETRY,
-        model_timeout: float | None = 120.0,
+        model_timeout: float | None = None,
         context_window: int | None = None,
     ) -> None:
-        if not isinstance(model, Model):
+        if not isinstance(model, str | Model):
             raise UserError(
-                f"agent {name!r}: model must be a Model object (e.g. ScriptedModel, or a "
-                f"provider's model), got {model!r}"
+                f"agent {name!r}: model must be a 'provider:model' string or a Model object, "
+                f"got {model!r}"
             )
         self.name = validate_name(name, "agent")
         self.model = model
+        """The model as given: a `provider:model` string (resolved on first use) or a Model."""
+        self._resolved: Model | None = model if isinstance(model, Model) else None
         self.instructions = instructions
         self.tools = {t.name: t for t in tools}
         if len(self.tools) != len(tools):
@@ -126,6 +134,15 @@ class Agent(Generic[O]):
             if self._adapter is not None and output_type is not str
             else None
         )
+
+    @property
+    def resolved_model(self) -> Model:
+        """The Model behind `model` (a string is resolved once, when first needed)."""
+        if self._resolved is None:
+            from .models import resolve_model
+
+            self._resolved = resolve_model(str(self.model))
+        return self._resolved
 
     # -- running ------------------------------------------------------------------------------
 
@@ -179,6 +196,7 @@ class Agent(Generic[O]):
         messages.append(Message("user", prompt))
         history.add(messages)
         usage = Usage()
+        spent = Cost(None)  # nothing priced yet (a sum of unpriced calls stays unknown, not $0)
         specs = tuple(t.spec() for t in self.tools.values())
         reasks = 0
         for calls in range(1, self.max_turns + 1):
@@ -189,6 +207,7 @@ class Agent(Generic[O]):
             )
             response = await self._budgeted_call(scope, request, history.digest, budget)
             usage = usage + response.usage
+            spent = spent + cost(response.usage, response.model)
             reply = response.message
             messages.append(reply)
             history.add([reply])
@@ -212,7 +231,7 @@ class Agent(Generic[O]):
                 messages.append(ask)
                 history.add([ask])
                 continue
-            return AgentResult(output, tuple(messages), usage, calls)
+            return AgentResult(output, tuple(messages), usage, spent, calls)
         raise AgentError(
             f"agent {self.name!r} used all {self.max_turns} model calls (max_turns) without "
             "giving a final answer; raise max_turns or narrow the task"
@@ -225,7 +244,7 @@ class Agent(Generic[O]):
         instructions and the first user message are kept, and an assistant's tool calls are
         never separated from their results (providers reject orphaned tool messages).
         """
-        window = self.context_window or getattr(self.model, "context_window", None)
+        window = self.context_window or getattr(self.resolved_model, "context_window", None)
         if window is None or request_tokens(request) + request.max_tokens <= window:
             return request
         messages = list(request.messages)
@@ -264,35 +283,57 @@ class Agent(Generic[O]):
     ) -> ModelResponse:
         if budget is None:
             return await self._call_model(scope, request, history)
-        worst = request_tokens(request) + request.max_tokens
+        tokens = request_tokens(request) + request.max_tokens
+        worst = (tokens, self._worst_cost(request, tokens) if budget.cost is not None else ZERO)
         who = f"agent {self.name!r}'s next model call"
-        if not decide(scope, "reserve", lambda: budget.fits(worst)):
-            raise budget.refuse(worst, who)
-        budget.reserve(worst, who)
+        if not decide(scope, "reserve", lambda: budget.fits(*worst)):
+            raise budget.refuse(who, *worst)
+        budget.reserve(*worst)
         try:
             response = await self._call_model(scope, request, history)
         except BaseException:
-            budget.settle(worst, 0)
+            budget.settle(worst, (0, ZERO))
             raise
-        budget.settle(worst, response.usage.input_tokens + response.usage.output_tokens)
+        usage = response.usage
+        spent = cost(usage, response.model).amount or ZERO
+        budget.settle(worst, (usage.input_tokens + usage.output_tokens, spent))
         return response
+
+    def _worst_cost(self, request: ModelRequest, tokens: int) -> Decimal:
+        """The most a call could cost: its input estimate and max_tokens, on the dearest model."""
+        worst = ZERO
+        for model in self._models():
+            price = cost(Usage(tokens - request.max_tokens, request.max_tokens), model.name)
+            if price.amount is None or price.unpriced:
+                raise UserError(
+                    f"agent {self.name!r} has a cost budget but model {model.name!r} has no known "
+                    "price, so no call could be shown to fit; use a token budget for it"
+                )
+            worst = max(worst, price.amount)
+        return worst
+
+    def _models(self) -> tuple[Model, ...]:
+        model = self.resolved_model
+        return model.models if isinstance(model, FallbackModel) else (model,)
 
     async def _call_model(self, scope: Scope, request: ModelRequest, history: str) -> ModelResponse:
         """One durable call per model tried: the primary, then each fallback that is needed."""
-        models = self.model.models if isinstance(self.model, FallbackModel) else (self.model,)
+        models = self._models()
         failures: list[str] = []
+        last: StepFailed | None = None
         for i, model in enumerate(models):
             try:
                 return await self._durable_call(
                     scope, "model" if i == 0 else "fallback", model, request, history
                 )
             except StepFailed as exc:
+                last = exc
                 failures.append(f"{model.name}: {exc.error_type}: {exc.message}")
-        raise ModelError(
-            f"agent {self.name!r}: no model answered ({'; '.join(failures)})",
-            model=self.model.name,
-            retryable=False,
-        )
+        name = self.resolved_model.name
+        message = f"agent {self.name!r}: no model answered ({'; '.join(failures)})"
+        if last is not None and last.error_type == "ContextLengthError":
+            raise ContextLengthError(message, model=name)  # reported as what it is
+        raise ModelError(message, model=name, retryable=False)
 
     async def _durable_call(
         self, scope: Scope, name: str, model: Model, request: ModelRequest, history: str
