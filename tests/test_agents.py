@@ -427,3 +427,20 @@ def test_models_can_be_named_by_provider_strings() -> None:
     assert agent.model == "openai:gpt-4o-mini"
     with pytest.raises(UserError, match="OPENAI_API_KEY"):
         _ = agent.resolved_model  # resolved when first needed; the key is missing here
+
+
+async def test_per_agent_limits_tokens_and_wall_time() -> None:
+    model = FunctionModel(lambda r: call(len(r.messages), "add", a=1, b=1))
+    limited = Agent("capped", model=model, tools=[add], max_tokens=50, max_total_tokens=300)
+    with pytest.raises(AgentError, match="BudgetExceeded: agent 'capped'"):
+        await limited.run("loop")
+    assert len(model.requests) >= 1
+
+    async def slow(request: ModelRequest) -> Any:
+        await asyncio.sleep(0.05)
+        return call(len(request.messages), "add", a=1, b=1)
+
+    timed = Agent("timed", model=FunctionModel(slow), tools=[add], max_seconds=0.12)
+    with pytest.raises(AgentError, match="past its max_seconds=0.12"):
+        await timed.run("loop")
+    assert Agent("router_food", model=model, capabilities=["triage"]).capabilities == {"triage"}

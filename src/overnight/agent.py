@@ -104,6 +104,10 @@ class Agent(Generic[O]):
         model_retry: RetryPolicy = MODEL_RETRY,
         model_timeout: float | None = None,
         context_window: int | None = None,
+        max_total_tokens: int | None = None,
+        max_cost: Decimal | float | None = None,
+        max_seconds: float | None = None,
+        capabilities: Sequence[str] = (),
     ) -> None:
         if not isinstance(model, str | Model):
             raise UserError(
@@ -128,6 +132,18 @@ class Agent(Generic[O]):
         self.model_timeout = model_timeout
         self.context_window = context_window
         """Tokens the model accepts (default: the model's own `context_window`, if it says)."""
+        self.limits = (
+            Budget(
+                tokens=max_total_tokens, cost=None if max_cost is None else Decimal(str(max_cost))
+            )
+            if max_total_tokens is not None or max_cost is not None
+            else None
+        )
+        """Per-run token/cost limits, enforced like a budget private to each run of the agent."""
+        self.max_seconds = max_seconds
+        """Wall-time limit of one run of the agent, measured on journaled clock readings."""
+        self.capabilities = frozenset(capabilities)
+        """What the agent is good at, for routers that pick an agent for a task."""
         self._adapter = pydantic.TypeAdapter(output_type) if output_type is not None else None
         self._output_spec = (
             OutputSpec(f"{name}_output", self._adapter.json_schema())
@@ -189,6 +205,8 @@ class Agent(Generic[O]):
             CURRENT.reset(token)
 
     async def _loop(self, scope: Scope, prompt: str, budget: Budget | None) -> AgentResult[O]:
+        budgets = [b for b in (budget, self._private_limits()) if b is not None]
+        started = decide(scope, "started", time.time) if self.max_seconds is not None else 0.0
         history = _History(scope)
         messages: list[Message] = []
         if self.instructions:
@@ -205,7 +223,9 @@ class Agent(Generic[O]):
                     tuple(messages), specs, self._output_spec, self.max_tokens, self.temperature
                 )
             )
-            response = await self._budgeted_call(scope, request, history.digest, budget)
+            if self.max_seconds is not None:
+                self._check_clock(scope, started)
+            response = await self._budgeted_call(scope, request, history.digest, budgets)
             usage = usage + response.usage
             spent = spent + cost(response.usage, response.model)
             reply = response.message
@@ -278,25 +298,48 @@ class Agent(Generic[O]):
 
     # -- model calls --------------------------------------------------------------------------
 
+    def _private_limits(self) -> Budget | None:
+        if self.limits is None:
+            return None
+        return Budget(tokens=self.limits.tokens, cost=self.limits.cost)  # fresh for each run
+
+    def _check_clock(self, scope: Scope, started: float) -> None:
+        """Fail the run once its wall time is spent (readings journaled: replays agree)."""
+        elapsed = decide(scope, "clock", time.time) - started
+        if self.max_seconds is not None and elapsed > self.max_seconds:
+            raise AgentError(
+                f"agent {self.name!r} ran {elapsed:.1f} s, past its max_seconds="
+                f"{self.max_seconds}; nothing more was sent"
+            )
+
     async def _budgeted_call(
-        self, scope: Scope, request: ModelRequest, history: str, budget: Budget | None
+        self, scope: Scope, request: ModelRequest, history: str, budgets: list[Budget]
     ) -> ModelResponse:
-        if budget is None:
+        if not budgets:
             return await self._call_model(scope, request, history)
         tokens = request_tokens(request) + request.max_tokens
-        worst = (tokens, self._worst_cost(request, tokens) if budget.cost is not None else ZERO)
+        priced = any(b.cost is not None for b in budgets)
+        worst = (tokens, self._worst_cost(request, tokens) if priced else ZERO)
         who = f"agent {self.name!r}'s next model call"
-        if not decide(scope, "reserve", lambda: budget.fits(*worst)):
-            raise budget.refuse(who, *worst)
-        budget.reserve(*worst)
+        refused = decide(
+            scope,
+            "reserve",
+            lambda: next((i for i, b in enumerate(budgets) if not b.fits(*worst)), -1),
+        )
+        if refused >= 0:
+            raise budgets[refused].refuse(who, *worst)
+        for budget in budgets:
+            budget.reserve(*worst)
         try:
             response = await self._call_model(scope, request, history)
         except BaseException:
-            budget.settle(worst, (0, ZERO))
+            for budget in budgets:
+                budget.settle(worst, (0, ZERO))
             raise
         usage = response.usage
         spent = cost(usage, response.model).amount or ZERO
-        budget.settle(worst, (usage.input_tokens + usage.output_tokens, spent))
+        for budget in budgets:
+            budget.settle(worst, (usage.input_tokens + usage.output_tokens, spent))
         return response
 
     def _worst_cost(self, request: ModelRequest, tokens: int) -> Decimal:
