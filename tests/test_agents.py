@@ -441,6 +441,6 @@ async def test_per_agent_limits_tokens_and_wall_time() -> None:
         return call(len(request.messages), "add", a=1, b=1)
 
     timed = Agent("timed", model=FunctionModel(slow), tools=[add], max_seconds=0.12)
-    with pytest.raises(AgentError, match="past its max_seconds=0.12"):
+    with pytest.raises(AgentError, match=r"past its max_seconds=0\.12"):
         await timed.run("loop")
     assert Agent("router_food", model=model, capabilities=["triage"]).capabilities == {"triage"}
