@@ -12,15 +12,18 @@ from the HTTP status alone, the same for every provider:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 from ..errors import UserError
+from . import pricing
 from .base import ContextLengthError, ModelError
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
@@ -196,3 +199,34 @@ def detail_of(message: str, body: object) -> str:
         if isinstance(error, Mapping) and isinstance(error.get("message"), str):
             return str(error["message"])
     return message
+
+
+class SdkModel:
+    """What the SDK-backed providers share: naming, the context window, closing the client."""
+
+    provider: ClassVar[str]
+    """The provider part of `provider:model`."""
+    model: str
+    client: Any
+    _context_window: int | None
+
+    @functools.cached_property
+    def context_window(self) -> int | None:
+        """Tokens the model accepts: as given, else from genai-prices' tables (None: unknown)."""
+        if self._context_window is not None:
+            return self._context_window
+        return pricing.context_window(self.name)
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self.client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -18,7 +18,6 @@ The SDK client is created with `max_retries=0`: the engine retries (see `_provid
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
@@ -31,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised by simulating the imp
         'the "anthropic" provider needs the anthropic SDK: pip install "overnight[anthropic]"'
     ) from exc
 
-from . import _provider, _schema, pricing
+from . import _provider, _schema
 from .base import Message, ModelError, ModelRequest, ModelResponse, OutputSpec, ToolCall, Usage
 
 __all__ = ["AnthropicModel"]
@@ -45,8 +44,10 @@ _FINISH = {
 }
 
 
-class AnthropicModel:
+class AnthropicModel(_provider.SdkModel):
     """A Claude model behind Anthropic's messages API (see the module docstring)."""
+
+    provider = "anthropic"
 
     def __init__(
         self,
@@ -86,27 +87,6 @@ class AnthropicModel:
             )
         self.base_url = str(self.client.base_url).rstrip("/")
         """The endpoint requests go to (e.g. `https://api.anthropic.com`)."""
-
-    @functools.cached_property
-    def context_window(self) -> int | None:
-        """Tokens the model accepts: as given, else from genai-prices' tables (None: unknown)."""
-        if self._context_window is not None:
-            return self._context_window
-        return pricing.context_window(self.name)
-
-    @property
-    def name(self) -> str:
-        return f"anthropic:{self.model}"
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self.client.close()
-
-    async def __aenter__(self) -> AnthropicModel:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- requests -------------------------------------------------------------------------------
 

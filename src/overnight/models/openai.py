@@ -18,7 +18,6 @@ The SDK client is created with `max_retries=0`: the engine retries (see `_provid
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any, Literal
 
@@ -31,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised by simulating the imp
         'the "openai" provider needs the openai SDK: pip install "overnight[openai]"'
     ) from exc
 
-from . import _provider, _schema, pricing
+from . import _provider, _schema
 from .base import Message, ModelError, ModelRequest, ModelResponse, ToolCall, Usage
 
 __all__ = ["OpenAIModel", "StructuredMode"]
@@ -50,8 +49,10 @@ _CONTEXT_WORDS = (
 )
 
 
-class OpenAIModel:
+class OpenAIModel(_provider.SdkModel):
     """A model behind OpenAI's chat completions API (see the module docstring)."""
+
+    provider = "openai"
 
     def __init__(
         self,
@@ -100,27 +101,6 @@ class OpenAIModel:
         # compatible servers have long known max_tokens, and not all know the newer name.
         official = (self.client.base_url.host or "").endswith("openai.com")
         self._limit_param = "max_completion_tokens" if official else "max_tokens"
-
-    @functools.cached_property
-    def context_window(self) -> int | None:
-        """Tokens the model accepts: as given, else from genai-prices' tables (None: unknown)."""
-        if self._context_window is not None:
-            return self._context_window
-        return pricing.context_window(self.name)
-
-    @property
-    def name(self) -> str:
-        return f"openai:{self.model}"
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self.client.close()
-
-    async def __aenter__(self) -> OpenAIModel:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- requests -------------------------------------------------------------------------------
 
