@@ -11,8 +11,9 @@ the store says what was committed. `check_runs` counts, in a `FaultCheck`:
   learns it lost the lease — its writes are rejected; those are counted apart, as
   `zombie_pure_reruns`. A keyed step cannot start that way: its intent's commit is fenced.);
 - re-invocations of a step key (beyond its journaled retries) not explained by an interruption
-  of the process that invoked it before: killed, or logged as having lost the run
-  (`interrupted`);
+  of a process that invoked it: killed, or logged as having lost the run (`interrupted`). (Any
+  of the invocations may be the interrupted one: a worker stopped with SIGSTOP right after it
+  started a step reaches the ledger only when continued, after the worker that took over.);
 - keyed steps invoked with another idempotency key than `<run id>/<step key>`, or applying an
   effect under another key (so each key is re-invoked at most once per interruption of its
   invoker, with its key);
@@ -175,7 +176,10 @@ def check_runs(
         if again == 0:
             continue
         c.reinvocations += again
-        explained = sum(1 for i in invs[:-1] if i.tag in killed or (i.tag, run_id) in interrupted)
+        # Any invocation but one may be the interrupted one: a stopped worker's request can
+        # reach the ledger after the invocation of the worker that took the run over.
+        interruptions = sum(1 for i in invs if i.tag in killed or (i.tag, run_id) in interrupted)
+        explained = min(len(invs) - 1, interruptions)
         if again > explained:
             c.unexplained_reinvocations += again - explained
             v.append(

@@ -114,11 +114,14 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def spawn(self, tag: str | None = None, **options: Any) -> WorkerProc:
-        """Start a worker (options override the cluster's engine options)."""
+    def spawn(
+        self, tag: str | None = None, *, url: str | None = None, **options: Any
+    ) -> WorkerProc:
+        """Start a worker (options override the cluster's engine options; `url` its store URL,
+        e.g. to give its connections an `application_name` of their own)."""
         self._count += 1
         tag = tag or f"w{self._count}"
-        config = {"url": self.url, "tag": tag, **self.options, **options}
+        config = {"url": url or self.url, "tag": tag, **self.options, **options}
         env = dict(os.environ)
         env.pop("OVERNIGHT_CRASH_AT", None)
         env["PYTHONPATH"] = self.pythonpath
