@@ -216,7 +216,6 @@ def test_a_worker_given_sigterm_drains_and_its_runs_go_on_elsewhere(
     )
     assert check.ok, check.describe()
     assert check.reinvocations == 0  # the steps in flight finished: nothing ran twice
-    assert "queued" in states.values() or "running" in states.values()
     finished_elsewhere = [
         run_id for run_id in held if any(i.tag == "other" for i in ledger.invocations(run_id))
     ]
