@@ -271,7 +271,112 @@ def headline(r: Results) -> list[str]:
         )
     else:
         row("7. kill -9 crash trials", "not run", "—", "—", "≥ 100 trials, zero re-runs", "—")
+    postgres_rows(r, row, sp)
     return L
+
+
+def postgres_rows(r: Results, row: Any, sp: float | None) -> None:
+    """Scenario 8: worker processes on PostgreSQL, on the same machine as the server."""
+    ids = [sid for sid in r.s if sid.startswith("postgres.")]
+    if not ids:
+        return
+    skipped = [r.s[sid] for sid in ids if r.s[sid].get("available") is False]
+    if skipped and len(skipped) == len(ids):
+        reason = skipped[0].get("reason", "PostgreSQL unavailable")
+        row("8. PostgreSQL (all scenarios)", f"skipped: {reason}", "—", "—", "—", "—")
+        return
+    sizes = r.data.get("sizes", {})
+    runs, steps = sizes.get("pg_runs", 2000), sizes.get("pg_steps", 10)
+
+    def skip_reason(sid: str) -> str | None:
+        rec = r.s.get(sid)
+        if rec is None:
+            return "not run"
+        if rec.get("available") is False:
+            return f"skipped: {rec.get('reason')}"
+        if "error" in rec:
+            return f"failed: {rec['error']}"
+        return None
+
+    for workers in (1, 4):
+        d, st = f"postgres.steps.w{workers}.default", f"postgres.steps.w{workers}.strict"
+        dv, sv = r.get(d, "steps_per_s"), r.get(st, "steps_per_s")
+        why = skip_reason(d)
+        bar = _bar(dv, 1000, "≥ 1,000 (default)", higher_better=True, speed=sp)
+        bar += "; strict: " + ("—" if sv is None else "met" if sv >= 1000 else "**missed**")
+        row(
+            f"8. PostgreSQL, {runs:,} runs × {steps} pure steps, {workers} worker "
+            f"process{'es' if workers > 1 else ''}: durable steps/s, default (strict)",
+            why or f"{_f(dv)} ({_f(sv)})",
+            "—",
+            "—",
+            bar,
+            f"CPU per step: workers {_f(r.get(d, 'worker_cpu_us_per_step'))} µs, server "
+            f"{_f(r.get(d, 'server_cpu_us_per_step'))} µs; machine busy "
+            f"{_f(r.get(d, 'machine_busy_cores'), 2)} cores",
+        )
+    sid = "postgres.takeover"
+    lease = r.get(sid, "lease_s")
+    worst = r.get(sid, "takeover_max_s")
+    row(
+        "8. PostgreSQL takeover after SIGKILL of the worker holding a run: kill → first step "
+        "by the survivor, s median (max)",
+        skip_reason(sid) or f"{_f(r.get(sid, 'takeover_s'), 2)} ({_f(worst, 2)})",
+        "—",
+        "—",
+        "≤ lease + 1 s: not measured"
+        if lease is None
+        else _bar(worst, lease + 1.0, f"≤ lease {_f(lease)} s + 1 s (worst rep)", nd=2),
+        f"lease {_f(lease)} s, heartbeat {_f(r.get(sid, 'heartbeat_s'), 2)} s, poll "
+        f"{_f(r.get(sid, 'poll_s'))} s; {r.get(sid, 'reps')} kills",
+    )
+    sid = "postgres.notify"
+    row(
+        "8. PostgreSQL claim latency from NOTIFY (idle worker polling every 30 s): start → "
+        "first step, ms median (p90, max)",
+        skip_reason(sid)
+        or f"{_f(r.get(sid, 'claim_latency_ms'))} ({_f(r.get(sid, 'claim_latency_p90_ms'))}, "
+        f"{_f(r.get(sid, 'claim_latency_max_ms'))})",
+        "—",
+        "—",
+        "—",
+        f"poll interval {_f(r.get(sid, 'poll_s'))} s",
+    )
+    sid = "postgres.suspended"
+    by_level = dict(sorted((r.get(sid, "rss_mb_by_level") or {}).items(), key=lambda x: int(x[0])))
+    flat = r.get(sid, "flat")
+    levels = " / ".join(f"{int(k):,}" for k in by_level) or "0 / 10,000 / 100,000"
+    row(
+        f"8. PostgreSQL worker RSS with {levels} runs suspended on signals: MB",
+        skip_reason(sid) or " / ".join(_f(v) for v in by_level.values()),
+        "—",
+        "—",
+        "flat: " + ("not measured" if flat is None else "met" if flat else "**missed**"),
+        f"{_f(r.get(sid, 'growth_kb_per_1000_runs'))} KB per 1,000 more waiting runs "
+        f"(from {_f(r.get(sid, 'flat_from'))})",
+    )
+    sid = "postgres.faults"
+    rec = r.s.get(sid)
+    why = skip_reason(sid)
+    if rec is not None and why is None:
+        c = rec["counts"]
+        row(
+            f"8. PostgreSQL SIGKILL campaign ({c['runs']:,} runs, {c['workers']} workers, "
+            f"{c['kills']} kills and restarts)",
+            f"completed {c['completed']:,}/{c['runs']:,} (wrong outputs {c['wrong_outputs']}); "
+            f"committed steps re-invoked {c['committed_reinvoked']}; re-invocations "
+            f"{c['reinvocations']} (keyed {c['keyed_reinvocations']}, at most "
+            f"{c['max_keyed_reinvocations']} per key, same key; unexplained "
+            f"{c['unexplained_reinvocations']}); effects applied {c['effects_applied']:,}, "
+            f"duplicates {c['duplicate_effects']}, deduped re-applies {c['dedup_hits']}",
+            "—",
+            "—",
+            "every run completes, zero committed steps re-run, zero duplicate effects: "
+            + ("met" if c["ok"] else "**missed**"),
+            f"lease {_f(c.get('lease_seconds'))} s; {_f(c.get('seconds'))} s",
+        )
+    else:
+        row("8. PostgreSQL SIGKILL campaign", why or "not run", "—", "—", "—", "—")
 
 
 def render(data: dict[str, Any]) -> str:
@@ -287,6 +392,8 @@ def render(data: dict[str, Any]) -> str:
     L.append("")
     if data.get("langgraph_skipped"):
         L += [f"Note: {data['langgraph_skipped']}", ""]
+    if data.get("postgres_skipped"):
+        L += [f"Note: PostgreSQL scenarios skipped: {data['postgres_skipped']}", ""]
     sp = r.speed()
     lg_chain = r.get(f"langgraph.chain.memory.n{r.n}", "us_per_step")
     L.append(
@@ -357,6 +464,18 @@ def render(data: dict[str, Any]) -> str:
         "create_task_and_await_us",
         "process_reps",
         "busy_cores_by_others_before",
+        "steps_per_s",
+        "worker_cpu_us_per_step",
+        "server_cpu_us_per_step",
+        "machine_busy_cores",
+        "takeover_s",
+        "takeover_max_s",
+        "lease_s",
+        "claim_latency_ms",
+        "claim_latency_p90_ms",
+        "claim_latency_max_ms",
+        "rss_mb_by_level",
+        "flat",
         "error",
         "reason",
     )

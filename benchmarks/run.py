@@ -46,6 +46,8 @@ class Scenario:
     """Run once before the repetitions (e.g. build the run to resume). `{tmp}` is a scratch dir."""
     peer: bool = False
     """Needs LangGraph."""
+    postgres: bool = False
+    """Needs a PostgreSQL server (skipped, with the reason, when none is reachable)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,10 +63,27 @@ class Sizes:
     resume_n: int
     crash_trials: int
     floor_n: int
+    pg_runs: int
+    """PostgreSQL steps/s: runs of `pg_steps` pure steps each."""
+    pg_steps: int
+    pg_reps: int
+    pg_takeovers: int
+    pg_lease: float
+    pg_notifies: int
+    pg_suspended: tuple[int, ...]
+    """Levels of runs suspended on a signal at which the worker's RSS is read."""
+    pg_fault_runs: int
+    pg_fault_kills: int
 
 
-FULL = Sizes((200, 1000), 7, 3, 5, 3, 10_000, 1000, 10_000, 100, 20_000)
-QUICK = Sizes((50, 200), 2, 1, 1, 1, 500, 100, 1000, 3, 2000)
+FULL = Sizes(
+    (200, 1000), 7, 3, 5, 3, 10_000, 1000, 10_000, 100, 20_000,
+    2000, 10, 3, 5, 3.0, 20, (0, 10_000, 100_000), 1000, 20,
+)  # fmt: skip
+QUICK = Sizes(
+    (50, 200), 2, 1, 1, 1, 500, 100, 1000, 3, 2000,
+    100, 10, 1, 1, 2.0, 5, (0, 200, 1000), 100, 2,
+)  # fmt: skip
 
 
 def scenarios(s: Sizes) -> list[Scenario]:
@@ -185,6 +204,48 @@ def scenarios(s: Sizes) -> list[Scenario]:
         # kill -9 trials of the reference workload (overnight.testing.run_campaign).
         Scenario("overnight.crash", "crash", ["--trials", str(s.crash_trials)], timeout=3600),
     ]
+    out += postgres_scenarios(s)
+    return out
+
+
+def postgres_scenarios(s: Sizes) -> list[Scenario]:
+    """Scenario 8: worker processes on PostgreSQL (`benchmarks/postgres.py`)."""
+    out = []
+    for workers in (1, 4):
+        for mode in ("default", "strict"):
+            args = ["steps", "--workers", str(workers), "--runs", str(s.pg_runs)]
+            args += ["--steps", str(s.pg_steps)] + (["--strict"] if mode == "strict" else [])
+            out.append(
+                Scenario(
+                    f"postgres.steps.w{workers}.{mode}", "postgres", args, s.pg_reps, postgres=True
+                )
+            )
+    levels = ",".join(str(n) for n in s.pg_suspended)
+    out += [
+        Scenario(
+            "postgres.takeover",
+            "postgres",
+            ["takeover", "--reps", str(s.pg_takeovers), "--lease", str(s.pg_lease)],
+            postgres=True,
+        ),
+        Scenario(
+            "postgres.notify", "postgres", ["notify", "--reps", str(s.pg_notifies)], postgres=True
+        ),
+        Scenario(
+            "postgres.suspended",
+            "postgres",
+            ["suspended", "--levels", levels],
+            timeout=3600,
+            postgres=True,
+        ),
+        Scenario(
+            "postgres.faults",
+            "postgres",
+            ["faults", "--runs", str(s.pg_fault_runs), "--kills", str(s.pg_fault_kills)],
+            timeout=1800,
+            postgres=True,
+        ),
+    ]
     return out
 
 
@@ -207,6 +268,25 @@ def langgraph_missing() -> str | None:
         f"bench extra), or install the extra into this interpreter: {sys.executable} -m pip "
         f"install -e '.[bench]'  (that is: {' '.join(pins)})"
     )
+
+
+def postgres_missing() -> str | None:
+    """None if the PostgreSQL scenarios can run; otherwise why not (they are then skipped)."""
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from benchmarks.postgres import unavailable; print(unavailable() or '')",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if r.returncode != 0:
+        return "cannot check PostgreSQL: " + (r.stderr.strip().splitlines() or ["?"])[-1]
+    return r.stdout.strip() or None
 
 
 def _env() -> dict[str, str]:
@@ -244,6 +324,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
             out[k] = statistics.median(vals)
             if len(runs) > 1 and k in (
                 "wall_s",
+                "steps_per_s",
                 "peak_rss_mb",
                 "runs_per_s",
                 "signal_to_result_ms",
@@ -309,6 +390,12 @@ def run_scenario(sc: Scenario, max_wait: float, threshold: float) -> dict[str, A
                 "idle_rss_mb",
                 "fsync_probe_us",
                 "available",
+                "reason",
+                "steps_per_s",
+                "takeover_s",
+                "takeover_max_s",
+                "claim_latency_ms",
+                "rss_mb_by_level",
             )
         }
         print("    " + json.dumps(brief), flush=True)
@@ -362,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         print(skipped_peer, flush=True)
         selected = [s for s in selected if not s.peer]
     max_wait = a.max_wait if a.max_wait is not None else (0.0 if a.quick else 60.0)
+    no_pg = None
+    if any(s.postgres for s in selected):
+        no_pg = postgres_missing()
+        if no_pg:
+            print(f"PostgreSQL scenarios skipped: {no_pg}", flush=True)
 
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, "results-quick.json" if a.quick else "results.json")
@@ -377,7 +469,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for sc in selected:
-        results[sc.id] = run_scenario(sc, max_wait, a.busy_threshold)
+        if sc.postgres and no_pg:
+            results[sc.id] = {"available": False, "reason": no_pg}
+        else:
+            results[sc.id] = run_scenario(sc, max_wait, a.busy_threshold)
         data = {
             "command": "python -m benchmarks.run" + (" --quick" if a.quick else ""),
             "quick": a.quick,
@@ -385,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(),
             "versions": versions(),
             "langgraph_skipped": skipped_peer,
+            "postgres_skipped": no_pg,
             "scenarios": results,
         }
         with open(path, "w") as f:

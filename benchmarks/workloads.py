@@ -8,6 +8,9 @@ resume scenario builds a run in one process and finishes it in another, which mu
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from typing import Any
 
 from overnight import Context, step, workflow
 
@@ -65,3 +68,36 @@ async def long_then_wait(ctx: Context, n: int) -> int:
         x = await inc(x)
     await ctx.wait_signal("go")
     return x
+
+
+@step(effect="pure")
+async def stamp(i: int) -> list[Any]:
+    """PostgreSQL takeover: a 20 ms step that says which process ran it, and when."""
+    await asyncio.sleep(0.02)
+    return [os.getpid(), time.time()]
+
+
+@workflow
+async def stamped_chain(ctx: Context, n: int) -> int:
+    """PostgreSQL takeover: a long chain of `stamp` steps (the run a killed worker held)."""
+    for i in range(n):
+        await stamp(i)
+    return n
+
+
+@step(effect="pure")
+async def clock() -> float:
+    """PostgreSQL claim latency: when the step ran."""
+    return time.time()
+
+
+@workflow
+async def first_step_time(ctx: Context) -> float:
+    """PostgreSQL claim latency: returns when its first step ran."""
+    return await clock()
+
+
+@workflow
+async def waits_for_go(ctx: Context) -> Any:
+    """PostgreSQL memory: a run suspended on a signal (it lives only in the store)."""
+    return await ctx.wait_signal("go")
