@@ -348,15 +348,6 @@ def _frozen_worker_runs_go_on(url: str, tmp_path: Path, a_options: str) -> None:
     assert check.ok, check.describe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="store bug: a worker stopped while its batch transaction is open keeps the rows it "
-    "locked (FOR UPDATE) locked for as long as it is stopped; claims skip locked rows, so those "
-    "runs are never taken over, whatever the lease (and writes that lock them, such as a "
-    "signal, wait). The store's connections need idle_in_transaction_session_timeout (below "
-    "the lease); see the next test and docs/postgres.md",
-)
 def test_runs_of_a_worker_frozen_mid_transaction_are_taken_over(url: str, tmp_path: Path) -> None:
     _frozen_worker_runs_go_on(url, tmp_path, "")
 
@@ -364,7 +355,7 @@ def test_runs_of_a_worker_frozen_mid_transaction_are_taken_over(url: str, tmp_pa
 def test_idle_in_transaction_timeout_frees_the_runs_of_a_frozen_worker(
     url: str, tmp_path: Path
 ) -> None:
-    """The workaround in docs/postgres.md: the server ends a transaction left idle for 1 s."""
+    """A timeout given in the URL's libpq options wins over the store's default."""
     timeout = "&options=-c%20idle_in_transaction_session_timeout%3D1000"
     _frozen_worker_runs_go_on(url, tmp_path, timeout)
 

@@ -292,7 +292,10 @@ def test_open_store_picks_postgres_for_both_schemes() -> None:
         assert store.where == "database 'prod' on db.example:6543"
     default = PostgresStore("postgresql://u@localhost/db")
     assert (default.schema, default.config.pool_max) == ("overnight", 10)
-    assert default.config.connect_kwargs["options"] == "-c search_path=overnight"
+    assert (
+        default.config.connect_kwargs["options"]
+        == "-c idle_in_transaction_session_timeout=5000 -c search_path=overnight"
+    )
     assert default.config.connect_kwargs["application_name"] == "overnight overnight"
 
 
@@ -304,7 +307,10 @@ def test_libpq_parameters_pass_through_and_options_are_kept() -> None:
     assert "sslmode=disable" in store.config.conninfo
     assert "schema" not in store.config.conninfo
     assert "listen" not in store.config.conninfo
-    assert store.config.connect_kwargs["options"] == "-c statement_timeout=5000 -c search_path=s"
+    assert (
+        store.config.connect_kwargs["options"]
+        == "-c statement_timeout=5000 -c idle_in_transaction_session_timeout=5000 -c search_path=s"
+    )
     assert "application_name" not in store.config.connect_kwargs  # the user's is kept
     assert store.config.connect_kwargs["keepalives_idle"] == 30  # a silent server is noticed
     mine = PostgresStore("postgresql://u@h/db?keepalives_idle=5")

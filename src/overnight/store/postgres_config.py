@@ -17,7 +17,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import UserError
 
-OPTIONS = ("schema", "pool_min", "pool_max", "listen")
+OPTIONS = ("schema", "pool_min", "pool_max", "listen", "idle_tx_timeout")
+IDLE_TX_TIMEOUT_S = 5
+"""Seconds a transaction of ours may sit idle before the server aborts it (see parse_url)."""
 DEFAULT_SCHEMA = "overnight"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 KEEPALIVES: dict[str, int] = {
@@ -72,6 +74,13 @@ def parse_url(url: str) -> Config:
     listen = options.get("listen", "true").lower()
     if listen not in _TRUE + _FALSE:
         raise UserError(f"listen must be true or false, not {listen!r}")
+    # A worker frozen (SIGSTOP, a debugger, a stalled VM) inside a batch transaction would keep
+    # the rows it locked, and claims skip locked rows: its runs could never be taken over. The
+    # server aborts such a transaction after this long, releasing the locks; keep it below the
+    # lease. Our transactions are milliseconds long, so a healthy worker never hits it.
+    idle_tx = _whole(options, "idle_tx_timeout", IDLE_TX_TIMEOUT_S, minimum=1)
+    if "idle_in_transaction_session_timeout" not in user_options:
+        user_options += f"-c idle_in_transaction_session_timeout={idle_tx * 1000} "
     conninfo = urlunsplit(parts._replace(query=urlencode(libpq)))
     try:
         params = conninfo_to_dict(conninfo)
