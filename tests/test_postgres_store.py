@@ -421,3 +421,10 @@ async def test_group_commit_shares_transactions_between_runs(schema: str) -> Non
         f"{store.commits} transactions ({entries / store.commits:.1f} entries per commit)"
     )
     assert store.commits * 5 < entries
+
+
+def test_idle_transaction_timeout_is_an_option() -> None:
+    store = PostgresStore("postgresql://u@h/db?idle_tx_timeout=2")
+    assert "-c idle_in_transaction_session_timeout=2000" in store.config.connect_kwargs["options"]
+    with pytest.raises(UserError, match="idle_tx_timeout must be a whole number >= 1"):
+        PostgresStore("postgresql://u@h/db?idle_tx_timeout=0")
