@@ -138,6 +138,34 @@ async def test_typed_output_with_a_bounded_reask() -> None:
         await Agent("judge2", model=never, output_type=Verdict, output_retries=2).run("x")
 
 
+VERDICT_SCHEMA = {
+    "title": "Verdict",
+    "type": "object",
+    "properties": {"label": {"enum": ["spam", "ham"]}, "score": {"type": "integer"}},
+    "required": ["label", "score"],
+    "additionalProperties": False,
+}
+
+
+async def test_output_given_as_a_json_schema_is_sent_and_validated_with_a_reask() -> None:
+    model = ScriptedModel(['{"label": "eggs", "score": 1}', {"label": "ham", "score": 2}])
+    result = await Agent("schema_judge", model=model, output_type=VERDICT_SCHEMA).run("classify")
+    assert result.output == {"label": "ham", "score": 2}
+    assert model.requests[0].output is not None
+    assert model.requests[0].output.schema == VERDICT_SCHEMA
+    reask = model.requests[1].messages[-1].content
+    assert "label: 'eggs' is not one of ['spam', 'ham']" in reask
+
+    never = ScriptedModel(["not json", "[]", "{}"])
+    with pytest.raises(AgentError, match="did not match Verdict after 2 re-ask"):
+        await Agent("schema_judge2", model=never, output_type=VERDICT_SCHEMA).run("x")
+
+
+def test_an_invalid_json_schema_is_refused_when_the_agent_is_defined() -> None:
+    with pytest.raises(UserError, match="output JSON Schema is not valid at properties/n/type"):
+        Agent("bad", model=ScriptedModel([]), output_type={"properties": {"n": {"type": 5}}})
+
+
 async def test_turn_limit() -> None:
     model = FunctionModel(lambda request: call(len(request.messages), "add", a=1, b=1))
     with pytest.raises(Exception, match="used all 3 model calls"):

@@ -17,13 +17,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast
 
 import orjson
-import pydantic
 
 from ._engine import codec
 from ._engine.branches import gather
@@ -49,6 +48,7 @@ from .models.base import (
 from .models.pricing import Cost, cost
 from .models.resilience import FallbackModel
 from .models.tokens import request_tokens
+from .output import OutputMismatch, OutputType
 from .step import RetryPolicy, Step
 from .tool import Tool, ToolArgumentsError
 
@@ -95,7 +95,7 @@ class Agent(Generic[O]):
         model: Model | str,
         instructions: str = "",
         tools: Sequence[Tool[Any]] = (),
-        output_type: type[O] | None = None,
+        output_type: type[O] | Mapping[str, Any] | None = None,
         max_turns: int = 20,
         output_retries: int = 2,
         max_tokens: int = 1024,
@@ -144,10 +144,10 @@ class Agent(Generic[O]):
         """Wall-time limit of one run of the agent, measured on journaled clock readings."""
         self.capabilities = frozenset(capabilities)
         """What the agent is good at, for routers that pick an agent for a task."""
-        self._adapter = pydantic.TypeAdapter(output_type) if output_type is not None else None
+        self._output = OutputType(output_type)
         self._output_spec = (
-            OutputSpec(f"{name}_output", self._adapter.json_schema())
-            if self._adapter is not None and output_type is not str
+            OutputSpec(f"{name}_output", self._output.schema)
+            if self._output.schema is not None
             else None
         )
 
@@ -239,15 +239,15 @@ class Agent(Generic[O]):
                 history.add(results)
                 continue
             try:
-                output = self._output(reply.content)
-            except pydantic.ValidationError as exc:
+                output = cast(O, self._output.validate(reply.content))
+            except OutputMismatch as exc:
                 if reasks >= self.output_retries:
                     raise AgentError(
                         f"agent {self.name!r}: the output still did not match "
-                        f"{self._type_name()} after {reasks} re-ask(s): {_problems(exc)}"
+                        f"{self._output.name} after {reasks} re-ask(s): {exc.problems}"
                     ) from None
                 reasks += 1
-                ask = Message("user", _reask(self._type_name(), exc))
+                ask = Message("user", _reask(self._output.name, exc.problems))
                 messages.append(ask)
                 history.add([ask])
                 continue
@@ -287,14 +287,6 @@ class Agent(Generic[O]):
                 "even with every earlier turn trimmed; shorten them or use a larger model"
             )
         return trimmed
-
-    def _output(self, content: str) -> O:
-        if self._adapter is None or self.output_type is str:
-            return cast(O, content)
-        return self._adapter.validate_json(content)
-
-    def _type_name(self) -> str:
-        return getattr(self.output_type, "__name__", repr(self.output_type))
 
     # -- model calls --------------------------------------------------------------------------
 
@@ -472,15 +464,9 @@ def _jsonable(value: Any) -> bool:
     return True
 
 
-def _problems(exc: pydantic.ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'output'}: {e['msg']}" for e in exc.errors()
-    )
-
-
-def _reask(type_name: str, exc: pydantic.ValidationError) -> str:
+def _reask(type_name: str, problems: str) -> str:
     return (
-        f"Your reply is not a valid {type_name}: {_problems(exc)}. Reply again with only the "
+        f"Your reply is not a valid {type_name}: {problems}. Reply again with only the "
         "JSON value, matching the required schema exactly."
     )
 
