@@ -70,6 +70,30 @@ class OutputType:
             )
         return value
 
+    def validate_value(self, value: Any) -> None:
+        """Check a value already in hand (a step's result); OutputMismatch naming the problems."""
+        if self.is_text:
+            if not isinstance(value, str):
+                raise OutputMismatch(f"output: expected text, got {type(value).__name__}")
+            return
+        if self._adapter is not None:
+            try:
+                self._adapter.validate_python(value)
+            except pydantic.ValidationError as exc:
+                raise OutputMismatch(_pydantic_problems(exc)) from None
+            return
+        try:
+            text = orjson.dumps(value, default=_plain).decode()
+        except TypeError as exc:
+            raise OutputMismatch(f"output: not a JSON value ({exc})") from None
+        self.validate(text)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
 
 def _json_schema_validator(schema: dict[str, Any]) -> Any:
     import jsonschema

@@ -165,6 +165,37 @@ async def gather(
     return settle(await group.wait(tasks), return_exceptions)
 
 
+async def gather_labelled(
+    scope: Scope, name: str, branches: Sequence[tuple[str, Awaitable[Any]]]
+) -> list[Any]:
+    """Like gather, but each branch is keyed by its label (`flow#1/plan/`), not its index.
+
+    The labels are journaled: a resumed run whose set of labels changed is parked, naming them.
+    """
+    labels = [label for label, _ in branches]
+    awaitables = [aw for _, aw in branches]
+    try:
+        run = scope.run
+        key, pos = scope.assign(name)
+        state = run.journal.visit(scope.prefix, pos, key) if run.replaying else None
+        if state is None:
+            run.write(key, "group", {"pos": pos, "width": len(labels), "labels": labels})
+        elif state.strict and state.entries[0][1].get("labels") != labels:
+            raise Divergence(
+                f"{key!r} had the branches {state.entries[0][1].get('labels')} when recorded "
+                f"and has {labels} now: its steps changed"
+            )
+    except BaseException:
+        _close_all(awaitables)
+        raise
+    group = _Group(len(branches))
+    tasks = [
+        _spawn(group, i, scope, f"{key}/{label}/", None, aw)
+        for i, (label, aw) in enumerate(branches)
+    ]
+    return settle(await group.wait(tasks), False)
+
+
 async def map_items(
     scope: Scope,
     fn: Callable[[Any], Awaitable[Any]],
