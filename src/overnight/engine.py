@@ -208,6 +208,8 @@ class Engine:
         found = self._workflows.get(ref)
         if found is not None:
             return found
+        if ref.startswith("yaml:"):
+            return self._load_yaml(ref)
         try:
             obj = import_ref(ref)
         except Exception as exc:
@@ -222,6 +224,19 @@ class Engine:
             )
         self._workflows[ref] = obj
         return obj
+
+    def _load_yaml(self, ref: str) -> Workflow[Any, Any]:
+        from .flow.yaml import load_workflow_file
+
+        try:
+            loaded = load_workflow_file(ref.removeprefix("yaml:"))
+        except UserError as exc:
+            raise WorkflowImportError(
+                f"workflow {ref!r} does not load: {exc}. Run the worker in the directory the run "
+                "was started from, with the file in place"
+            ) from exc
+        self._workflows[ref] = loaded
+        return loaded
 
     # -- starting and waiting -----------------------------------------------------------------
 

@@ -262,9 +262,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 def validate_node_name(name: Any, what: str) -> str:
     """Node names are read back in references (`${name.field}`): keep them to identifiers."""
     if not isinstance(name, str) or not _NAME.match(name) or name in SPECIAL_ROOTS:
-        reserved = (
-            f" ({', '.join(sorted(SPECIAL_ROOTS))} are reserved)" if name in SPECIAL_ROOTS else ""
-        )
+        special = isinstance(name, str) and name in SPECIAL_ROOTS
+        reserved = f" ({', '.join(sorted(SPECIAL_ROOTS))} are reserved)" if special else ""
         raise UserError(
             f"{what} name {name!r} must start with a letter or _ and hold only letters, digits, "
             f"_ and -{reserved}"
