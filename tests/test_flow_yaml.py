@@ -142,7 +142,7 @@ def test_models_the_user_cannot_have_are_reported_at_load(tmp_path: Path) -> Non
 
 def test_malformed_yaml_and_missing_files(tmp_path: Path) -> None:
     found = problems_of(write(tmp_path, "name: f\nsteps:\n  a: [unclosed\n"))
-    assert "flow.yaml:3:" in found
+    assert "flow.yaml:4:1: not valid YAML: expected ',' or ']'" in found
     assert "not valid YAML" in found
     assert "no such file" in problems_of(tmp_path / "missing.yaml")
     assert "written twice" in problems_of(write(tmp_path, "name: f\nname: g\nsteps: {}\n"))
