@@ -1,4 +1,8 @@
-"""Every Python example in the README and docs/ runs, and prints what its comments say."""
+"""Every Python example in the README and docs/ runs, and prints what its comments say.
+
+A block whose first line is `# file: NAME` is not an example but a file the examples of the
+same page use (a module they import, a YAML flow they load): it is written next to them.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +17,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+BLOCK = re.compile(r"```(python|yaml)\n(.*?)```", re.S)
+FILE = re.compile(r"^# file: (\S+)\n")
 EXPECTED = re.compile(r"print\(.*\)\s+# (.+)$")
 
 
 def examples() -> list[tuple[str, str]]:
     found = []
     for doc in DOCS:
-        for i, code in enumerate(BLOCK.findall(doc.read_text())):
+        blocks = [code for lang, code in BLOCK.findall(doc.read_text()) if lang == "python"]
+        runnable = [code for code in blocks if not FILE.match(code)]
+        for i, code in enumerate(runnable):
             found.append((f"{doc.relative_to(ROOT)}#{i + 1}", code))
     return found
+
+
+def page_files(where: str) -> dict[str, str]:
+    """The `# file:` blocks of the page an example comes from."""
+    doc = ROOT / where.split("#", 1)[0]
+    files = {}
+    for _, code in BLOCK.findall(doc.read_text()):
+        match = FILE.match(code)
+        if match:
+            files[match.group(1)] = code
+    return files
 
 
 def expected_lines(code: str) -> list[str]:
@@ -40,6 +58,8 @@ def expected_lines(code: str) -> list[str]:
 
 @pytest.mark.parametrize(("where", "code"), examples(), ids=[w for w, _ in examples()])
 def test_example_runs_and_prints_what_it_says(where: str, code: str, tmp_path: Path) -> None:
+    for name, text in page_files(where).items():
+        (tmp_path / name).write_text(text)
     script = tmp_path / "example.py"
     script.write_text(code)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
