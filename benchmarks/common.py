@@ -6,6 +6,7 @@ imports the framework it measures.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -92,14 +93,30 @@ def checkpointed_bytes(path: str | Path) -> int:
     """Size of the database file alone after folding the WAL into it (TRUNCATE checkpoint).
 
     Without the checkpoint, the WAL's size depends on when SQLite last checkpointed, not on how
-    much the run stored.
+    much the run stored. Also used while another connection has the file open (the agent
+    scenarios read it mid-run), so a checkpoint that could not finish is an error, not a
+    smaller figure.
     """
     conn = sqlite3.connect(str(path))
     try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:
         conn.close()
+    if busy:
+        raise RuntimeError(f"could not checkpoint {path}: another connection holds it")
     return os.path.getsize(path)
+
+
+def turn_profile(call_times: list[float], t_end: float) -> dict[str, float]:
+    """µs per turn over the first and the last quarter of a conversation, from the start of
+    each model call to the start of the next (the last turn ends at `t_end`)."""
+    ts = [*call_times, t_end]
+    d = [b - a for a, b in itertools.pairwise(ts)]
+    q = max(1, len(d) // 4)
+    return {
+        "us_per_turn_first_quarter": median(d[:q]) * 1e6,
+        "us_per_turn_last_quarter": median(d[-q:]) * 1e6,
+    }
 
 
 def fsync_probe(n: int = 100) -> float:

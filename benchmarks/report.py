@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .report_agents import DETAIL_KEYS, agent_rows
+
 REFERENCE = {"create_task_us": 4.55, "langgraph_chain_us": 187.0}
 """The machine's speed when the bars were set (DESIGN.md, "Performance bars")."""
 
@@ -272,6 +274,7 @@ def headline(r: Results) -> list[str]:
     else:
         row("7. kill -9 crash trials", "not run", "—", "—", "≥ 100 trials, zero re-runs", "—")
     postgres_rows(r, row, sp)
+    agent_rows(r, row)
     return L
 
 
@@ -431,6 +434,7 @@ def render(data: dict[str, Any]) -> str:
     keys = (
         "us_per_step",
         "cpu_us_per_step",
+        *DETAIL_KEYS,
         "wall_s",
         "cpu_s",
         "runs_per_s",

@@ -74,6 +74,11 @@ class Sizes:
     """Levels of runs suspended on a signal at which the worker's RSS is read."""
     pg_fault_runs: int
     pg_fault_kills: int
+    agent_turns: int = 200
+    """Model calls of the long agent conversation."""
+    agent_runs: int = 1000
+    """Agents running at once, each `agent_run_turns` model calls of 50 ms."""
+    agent_run_turns: int = 3
 
 
 FULL = Sizes(
@@ -82,7 +87,7 @@ FULL = Sizes(
 )  # fmt: skip
 QUICK = Sizes(
     (50, 200), 2, 1, 1, 1, 500, 100, 1000, 3, 2000,
-    100, 10, 1, 1, 2.0, 5, (0, 200, 1000), 100, 2,
+    100, 10, 1, 1, 2.0, 5, (0, 200, 1000), 100, 2, agent_turns=20, agent_runs=50,
 )  # fmt: skip
 
 
@@ -204,7 +209,38 @@ def scenarios(s: Sizes) -> list[Scenario]:
         # kill -9 trials of the reference workload (overnight.testing.run_campaign).
         Scenario("overnight.crash", "crash", ["--trials", str(s.crash_trials)], timeout=3600),
     ]
+    out += agent_scenarios(s)
     out += postgres_scenarios(s)
+    return out
+
+
+def agent_scenarios(s: Sizes) -> list[Scenario]:
+    """Scenario 9: a long agent conversation, and many agents at once (`benchmarks/agents.py`,
+    `benchmarks/langgraph_agents.py`); `--only agents` runs them all."""
+    out = []
+    talk = ["conversation", "--turns", str(s.agent_turns)]
+    crowd = ["many", "--runs", str(s.agent_runs), "--turns", str(s.agent_run_turns)]
+    for store, reps in (("memory", s.chain_reps), ("sqlite", s.sqlite_reps)):
+        out += [
+            Scenario(
+                f"overnight.agents.conversation.{store}",
+                "agents",
+                [*talk, "--store", store, "--reps", str(reps)],
+            ),
+            Scenario(
+                f"langgraph.agents.conversation.{store}",
+                "langgraph_agents",
+                [*talk, "--saver", store, "--reps", str(reps)],
+                peer=True,
+            ),
+        ]
+    for store in ("memory", "sqlite"):
+        out += [
+            Scenario(f"overnight.agents.many.{store}", "agents", [*crowd, "--store", store],
+                     s.proc_reps),
+            Scenario(f"langgraph.agents.many.{store}", "langgraph_agents",
+                     [*crowd, "--saver", store], s.slow_reps, peer=True),
+        ]  # fmt: skip
     return out
 
 
@@ -252,7 +288,7 @@ def postgres_scenarios(s: Sizes) -> list[Scenario]:
 def langgraph_missing() -> str | None:
     """None if the LangGraph side can run; otherwise exactly how to install it."""
     missing = []
-    for name in ("langgraph", "langgraph.checkpoint.sqlite", "aiosqlite"):
+    for name in ("langgraph", "langgraph.checkpoint.sqlite", "aiosqlite", "langgraph.prebuilt"):
         try:
             if importlib.util.find_spec(name) is None:
                 missing.append(name)
@@ -381,6 +417,11 @@ def run_scenario(sc: Scenario, max_wait: float, threshold: float) -> dict[str, A
             in (
                 "us_per_step",
                 "cpu_us_per_step",
+                "us_per_turn",
+                "cpu_us_per_turn",
+                "store_bytes_per_turn",
+                "bytes_per_turn_first",
+                "bytes_per_turn_last",
                 "wall_s",
                 "runs_per_s",
                 "peak_rss_mb",

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
-from overnight import Context, step, workflow
+from overnight import Agent, Context, step, tool, workflow
+from overnight.models import Message, ModelRequest, ModelResponse, ToolCall, Usage
 
 
 @step(effect="pure")
@@ -101,3 +103,68 @@ async def first_step_time(ctx: Context) -> float:
 async def waits_for_go(ctx: Context) -> Any:
     """PostgreSQL memory: a run suspended on a signal (it lives only in the store)."""
     return await ctx.wait_signal("go")
+
+
+# -- agent scenarios (benchmarks/agents.py) ----------------------------------------------------
+
+AGENT_PROMPT = "add things up"
+
+
+@tool(effect="pure")
+async def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+class ToolLoopModel:
+    """Calls `add` once per turn until `turns - 1` tool results are in the history, then answers.
+
+    The same script as the LangGraph side's fake chat model: the turn is counted from the
+    history's length (user, then an assistant reply and a tool result per turn), so one model
+    serves any number of concurrent agents, and each call costs O(1), not O(history). It awaits
+    `asyncio.sleep(latency_s)` (a zero latency still yields once, like real I/O), notes when it
+    was called, and calls `on_call(number of calls so far)` if set (the store probes).
+    """
+
+    def __init__(self, turns: int, latency_s: float) -> None:
+        self.turns = turns
+        self.latency_s = latency_s
+        self.call_times: list[float] = []
+        self.on_call: Callable[[int], None] | None = None
+
+    @property
+    def name(self) -> str:
+        return "test:tool-loop"
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        self.call_times.append(time.perf_counter())
+        if self.on_call is not None:
+            self.on_call(len(self.call_times))
+        await asyncio.sleep(self.latency_s)
+        k = (len(request.messages) - 1) // 2
+        if k < self.turns - 1:
+            call = ToolCall(f"call_{k}", "add", f'{{"a": {k}, "b": 1}}')
+            message = Message("assistant", "", tool_calls=(call,))
+            return ModelResponse(message, Usage(10, 5), model=self.name, finish_reason="tool_calls")
+        message = Message("assistant", f"done after {k} tool calls")
+        return ModelResponse(message, Usage(10, 5), model=self.name, finish_reason="stop")
+
+
+_AGENTS: dict[tuple[int, float], Agent[str]] = {}
+
+
+def tool_agent(turns: int, latency_s: float) -> Agent[str]:
+    """The agent of `turns` model calls (one per process and size, like a user's module-level
+    agent); its model is `tool_agent(...).model`."""
+    key = (turns, latency_s)
+    if key not in _AGENTS:
+        model = ToolLoopModel(turns, latency_s)
+        _AGENTS[key] = Agent("bench", model=model, tools=[add], max_turns=turns + 1)
+    return _AGENTS[key]
+
+
+@workflow
+async def conversation(ctx: Context, spec: dict[str, Any]) -> str:
+    """Agent scenarios: one agent's conversation of `turns` model calls, 1 user message in."""
+    result = await tool_agent(spec["turns"], spec["latency_s"]).run(AGENT_PROMPT)
+    return result.output

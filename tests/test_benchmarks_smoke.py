@@ -48,3 +48,23 @@ def test_quick_postgres_rows(
     assert "| 8. PostgreSQL (all scenarios) | skipped: PostgreSQL is not reachable" in (
         capsys.readouterr().out
     )
+
+
+def test_quick_agents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The agent scenarios at quick sizes (a 20-turn conversation, 50 agents at once)."""
+    argv = ["--quick", "--no-langgraph", "--out", str(tmp_path), "--only", "overnight.agents"]
+    assert run.main(argv) == 0
+    data = json.loads((tmp_path / "results-quick.json").read_text())["scenarios"]
+    for store in ("memory", "sqlite"):
+        talk = data[f"overnight.agents.conversation.{store}"]
+        assert talk["turns"] == 20
+        assert talk["us_per_turn"] > 0
+        # The history is stored once: the last turns add no more than the first ones.
+        first, last = talk["payload_bytes_per_turn_first"], talk["payload_bytes_per_turn_last"]
+        assert 0 < last <= 1.25 * first
+        many = data[f"overnight.agents.many.{store}"]
+        assert many["model_calls"] == 50 * 3
+        assert many["wall_s"] >= 0.15  # three 50 ms model calls each
+    table = capsys.readouterr().out
+    assert "| 9. agent conversation of 20 turns" in table
+    assert "| 9. 50 agents at once, sqlite: peak RSS MB (baseline) |" in table
