@@ -73,7 +73,7 @@ planner = Agent(
     max_tokens=800,
     capabilities=["planning"],
 )
-writer = Agent(
+writer: Agent[str] = Agent(
     "writer",
     model=MODEL,
     instructions="You write one section of an article in markdown, starting with '## ' and its "
@@ -113,9 +113,7 @@ async def publish(article: str, title: str) -> str:
 
 
 flow = Flow("content_pipeline")
-plan = flow.agent(
-    planner, name="plan", prompt="Topic: ${input.topic}\nAudience: ${input.audience}"
-)
+plan = flow.agent(planner, name="plan", prompt="Topic: ${input.topic}\nAudience: ${input.audience}")
 drafts = flow.agent(
     writer,
     name="write",
