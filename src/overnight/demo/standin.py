@@ -1,7 +1,7 @@
 """The demo's offline stand-in model: plausible, deterministic answers, no network.
 
 It plays each agent of the demo by reading the agent's instructions, with a short delay per call
-(OVERNIGHT_DEMO_DELAY seconds, default 0.4) so the progress is watchable and an interrupted run
+(OVERNIGHT_DEMO_DELAY seconds, default 0.5) so the progress is watchable and an interrupted run
 has something left to resume. Everything it says is derived from the request, so a resumed run
 gets the same answers.
 """
@@ -26,7 +26,7 @@ ANGLES = (
 
 
 async def _answer(request: ModelRequest) -> Reply:
-    await asyncio.sleep(float(os.environ.get("OVERNIGHT_DEMO_DELAY", "0.4")))
+    await asyncio.sleep(float(os.environ.get("OVERNIGHT_DEMO_DELAY", "0.5")))
     role = request.messages[0].content
     prompt = next(m.content for m in request.messages if m.role == "user")
     if role.startswith("You plan"):
