@@ -1,0 +1,448 @@
+"""The `overnight` command: typer commands, each a thin wrapper over one Engine operation.
+
+Every command takes `--store URL` (else `OVERNIGHT_STORE`, else `.overnight/overnight.db` in the
+working directory) and `--debug`. Errors a user can fix print one `error:` line and one `fix:`
+line and exit 2, with no traceback unless `--debug`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import traceback
+from collections.abc import Callable, Coroutine
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+
+from ..errors import OvernightError, RunNotFoundError, StoreError, UserError
+from . import session, views
+from .exitcodes import ExitCode
+from .output import Ui
+from .stores import ENV_VAR, prepare, store_url
+from .targets import external_folder, load_target
+
+app = typer.Typer(
+    name="overnight",
+    help="Durable workflows that survive kill -9: run them, watch them, steer them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _State:
+    """The global options of this invocation (set by the callback)."""
+
+    store: str | None = None
+    debug: bool = False
+
+
+STATE = _State()
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        metavar="URL",
+        help=f"memory://, sqlite:///path.db or postgresql://... (default: ${ENV_VAR}, "
+        "else sqlite:///.overnight/overnight.db)",
+        show_default=False,
+    ),
+]
+DebugOption = Annotated[
+    bool, typer.Option("--debug", help="Show the traceback of an error.", show_default=False)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+LeaseOption = Annotated[
+    float,
+    typer.Option(
+        "--lease-seconds",
+        min=0.5,
+        metavar="SECONDS",
+        help="How long a run stays locked to this process if it dies (then another takes it).",
+    ),
+]
+
+
+class Status(StrEnum):
+    """Run statuses, for `runs --status`."""
+
+    queued = "queued"
+    running = "running"
+    waiting = "waiting"
+    parked = "parked"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+    dead = "dead"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"overnight {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    store: StoreOption = None,
+    debug: DebugOption = False,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    STATE.store, STATE.debug = store, debug
+
+
+def _command(fn: F) -> F:
+    """Run a command body: its return value is the exit code; errors become messages."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        debug = STATE.debug or bool(kwargs.get("debug"))
+        ui = Ui(debug=debug)
+        try:
+            code = fn(ui, *args, **kwargs)
+        except typer.Exit:
+            raise
+        except RunNotFoundError as exc:
+            _trace(ui)
+            ui.error(
+                f"no run with id {exc.run_id!r} in store {_url(kwargs)}",
+                f"list runs with `overnight runs`, or pass the store that holds it (--store URL "
+                f"or {ENV_VAR})",
+            )
+            raise typer.Exit(ExitCode.BAD_INPUT) from None
+        except (UserError, StoreError) as exc:
+            _trace(ui)
+            ui.error(*_split(str(exc)))
+            raise typer.Exit(ExitCode.BAD_INPUT) from None
+        except OvernightError as exc:
+            _trace(ui)
+            ui.error(f"{type(exc).__name__}: {exc}")
+            raise typer.Exit(ExitCode.FAILED) from None
+        except Exception as exc:
+            _trace(ui)
+            ui.error(
+                f"unexpected {type(exc).__name__}: {exc}",
+                "this is a bug in overnight: rerun with --debug and report the traceback",
+            )
+            raise typer.Exit(ExitCode.INTERNAL) from None
+        raise typer.Exit(int(code))
+
+    # typer reads the parameters of the wrapped function, minus the `ui` the wrapper passes.
+    import inspect
+
+    signature = inspect.signature(fn, eval_str=True)
+    params = list(signature.parameters.values())[1:]
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def _trace(ui: Ui) -> None:
+    if ui.debug:
+        ui.err.print(traceback.format_exc(), markup=False, highlight=False)
+
+
+def _split(message: str) -> tuple[str, str | None]:
+    """An error message as (problem, fix): our messages put the fix after `; ` or `. `."""
+    for separator in ("; ", ". "):
+        problem, found, fix = message.partition(separator)
+        if found and fix:
+            return problem, fix[0].upper() + fix[1:]
+    return message, None
+
+
+def _url(kwargs: dict[str, Any], *, create: bool = False) -> str:
+    return prepare(store_url(kwargs.get("store") or STATE.store), create=create)
+
+
+def _run(coro: Coroutine[Any, Any, ExitCode]) -> ExitCode:
+    return asyncio.run(coro)
+
+
+def _json_arg(text: str | None, option: str) -> Any:
+    if text is None:
+        return None
+    raw = text
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise UserError(f"{option} {text}: no file {str(path)!r}; give @path/to/file.json")
+        raw = path.read_text()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UserError(
+            f"{option} is not valid JSON ({exc}); quote it for the shell, e.g. "
+            f'{option} \'{{"topic": "solar"}}\', {option} \'"text"\' or {option} @file.json'
+        ) from None
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+@app.command()
+@_command
+def run(
+    ui: Ui,
+    target: Annotated[str, typer.Argument(help="FILE.py:NAME, package.module:NAME or FILE.yaml")],
+    input: Annotated[
+        str | None,
+        typer.Option("--input", "-i", metavar="JSON", help="The workflow's input (or @file.json)."),
+    ] = None,
+    id: Annotated[
+        str | None, typer.Option("--id", metavar="ID", help="Run id (default: a new one).")
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Only enqueue the run; `overnight worker` runs it.")
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait/--no-wait", help="Wait through timers and signals (else exit 3)."),
+    ] = True,
+    lease_seconds: LeaseOption = 30.0,
+    store: StoreOption = None,
+    debug: DebugOption = False,
+) -> ExitCode:
+    """Start a workflow run and show it live until it ends.
+
+    Prints the output as JSON on stdout; progress goes to stderr. Ctrl-C stops waiting and
+    leaves the run resumable (`overnight resume RUN`).
+    """
+    workflow = load_target(target)
+    value = session.check_input(workflow, _json_arg(input, "--input"), input is not None)
+    url = _url(locals(), create=True)
+    folder = external_folder(workflow)
+    if folder is not None:
+        ui.note(
+            f"the run refers to its workflow as {workflow.ref!r}: run `overnight resume` or "
+            f"`overnight worker` with PYTHONPATH={folder}, or from that folder",
+            "yellow",
+        )
+    settings = session.Settings(url, lease_seconds=lease_seconds, wait=wait)
+    return _run(session.start(ui, settings, workflow, value, id, detach=detach))
+
+
+@app.command()
+@_command
+def resume(
+    ui: Ui,
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    accept_changes: Annotated[
+        bool,
+        typer.Option("--accept-changes", help="Continue a run parked by changed code, as is."),
+    ] = False,
+    step: Annotated[
+        str | None,
+        typer.Option("--step", metavar="KEY", help="The parked step to answer for."),
+    ] = None,
+    assume_done: Annotated[
+        bool, typer.Option("--assume-done", help="The step took effect; its result is --result.")
+    ] = False,
+    result: Annotated[
+        str | None,
+        typer.Option("--result", metavar="JSON", help="The step's result (checked by its type)."),
+    ] = None,
+    retry: Annotated[bool, typer.Option("--retry", help="The step did not take effect.")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Only requeue; `overnight worker` continues it.")
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait/--no-wait", help="Wait through timers and signals (else exit 3)."),
+    ] = True,
+    lease_seconds: LeaseOption = 30.0,
+    store: StoreOption = None,
+    debug: DebugOption = False,
+) -> ExitCode:
+    """Continue a run (after a crash, Ctrl-C, or parking) here, and show it until it ends."""
+    if step is not None and assume_done == retry:
+        raise UserError(
+            "--step needs exactly one of --assume-done (with --result JSON) or --retry; "
+            "say whether the step took effect"
+        )
+    if step is None and (assume_done or retry or result is not None):
+        raise UserError(
+            "--assume-done, --retry and --result answer for a parked step; name it with "
+            "--step KEY (`overnight show RUN` gives the key)"
+        )
+    if assume_done and result is None:
+        raise UserError(
+            "--assume-done needs the step's result; pass it as --result JSON (null if the "
+            "step returns nothing)"
+        )
+    if step is not None and accept_changes:
+        raise UserError("--accept-changes and --step answer different questions; give one")
+    settings = session.Settings(_url(locals()), lease_seconds=lease_seconds, wait=wait)
+    return _run(
+        session.resume(
+            ui,
+            settings,
+            run_id,
+            accept_changes=accept_changes,
+            step=step,
+            result=_json_arg(result, "--result"),
+            has_result=assume_done,
+            retry=retry,
+            detach=detach,
+        )
+    )
+
+
+@app.command()
+@_command
+def runs(
+    ui: Ui,
+    status: Annotated[
+        list[Status] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            metavar="STATUS",
+            help="Only runs with this status (repeatable): queued, running, waiting, parked, "
+            "completed, failed, cancelled or dead.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, metavar="N", help="At most this many.")
+    ] = 50,
+    json: JsonOption = False,
+    store: StoreOption = None,
+    debug: DebugOption = False,
+) -> ExitCode:
+    """List runs, newest first."""
+    statuses = [s.value for s in status] if status else None
+    return _run(views.list_runs(ui, _url(locals()), statuses, limit, json))  # type: ignore[arg-type]
+
+
+@app.command()
+@_command
+def show(
+    ui: Ui,
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    prompts: Annotated[
+        bool, typer.Option("--prompts", help="Print the exact prompts sent and responses.")
+    ] = False,
+    json: JsonOption = False,
+    store: StoreOption = None,
+    debug: DebugOption = False,
+) -> ExitCode:
+    """Show a run: status, timings, its steps, tokens, cost and errors."""
+    return _run(views.show(ui, _url(locals()), run_id, prompts, json))
+
+
+@app.command()
+@_command
+def cancel(
+    ui: Ui,
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    store: StoreOption = None,
+    debug: DebugOption = False,
+) -> ExitCode:
+    """Cancel a run (at once, or within a heartbeat if a worker is running it)."""
+    return _run(views.cancel(ui, _url(locals()), run_id))
+
+
+@app.command()
+@_command
+def signal(
+    ui: Ui,
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    name: Annotated[str, typer.Argument(help="The signal name the run waits for.")],
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", metavar="JSON", help="Payload (or @file.json).")
+    ] = None,
+    id: Annotated[
+        str | None,
+        typer.Option("--id", metavar="ID", help="Signal id: the same id is delivered once."),
+    ] = None,
+    store: StoreOption = None,
+    debug: DebugOption = False,
+) -> ExitCode:
+    """Send a signal to a run (durable when this returns)."""
+    payload = _json_arg(data, "--data")
+    return _run(views.send_signal(ui, _url(locals()), run_id, name, payload, id))
+
+
+@app.command()
+@_command
+def validate(
+    ui: Ui,
+    target: Annotated[str, typer.Argument(help="FILE.py:NAME, package.module:NAME or FILE.yaml")],
+    debug: DebugOption = False,
+) -> ExitCode:
+    """Check that a target loads as a workflow, without running it."""
+    workflow = load_target(target)
+    ui.out.print(
+        f"ok: {target} is workflow {workflow.name!r} (ref {workflow.ref}, "
+        f"takes {'an input' if workflow.takes_input else 'no input'})",
+        markup=False,
+        highlight=False,
+    )
+    return ExitCode.COMPLETED
+
+
+@app.command()
+@_command
+def worker(
+    ui: Ui,
+    lease_seconds: LeaseOption = 30.0,
+    poll_seconds: Annotated[
+        float,
+        typer.Option(
+            "--poll-seconds", min=0.01, metavar="SECONDS", help="How often to look for due runs."
+        ),
+    ] = 1.0,
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", min=1, metavar="N", help="Runs executed at once, at most."),
+    ] = 1000,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(
+            "--drain-seconds", min=0, metavar="SECONDS", help="Time running steps get to finish."
+        ),
+    ] = 30.0,
+    store: StoreOption = None,
+    debug: DebugOption = False,
+) -> ExitCode:
+    """Execute queued and due runs until stopped; drain on SIGTERM or Ctrl-C."""
+    return _run(
+        views.work(
+            ui,
+            _url(locals(), create=True),
+            lease_seconds=lease_seconds,
+            poll_seconds=poll_seconds,
+            max_concurrent_runs=concurrency,
+            drain_seconds=drain_seconds,
+        )
+    )
+
+
+@app.command()
+@_command
+def demo(ui: Ui, store: StoreOption = None, debug: DebugOption = False) -> ExitCode:
+    """Run the offline demo (scripted models, no API key)."""
+    try:
+        module = importlib.import_module("overnight.demo")
+    except ImportError as exc:
+        if exc.name is not None and exc.name.startswith("overnight.demo"):
+            raise UserError(
+                "the demo is not part of this installation of overnight yet; try a workflow "
+                "of your own with `overnight run FILE.py:NAME`"
+            ) from exc
+        raise
+    code = module.main(store=_url(locals(), create=True))
+    return ExitCode(code or 0) if code in set(ExitCode) or code is None else ExitCode.FAILED
