@@ -75,11 +75,18 @@ def check_input(workflow: Workflow[Any, Any], value: Any, given: bool) -> Any:
     if not names or names[0] not in hints:
         return value
     name = names[0]
+    kind = hints[name]
+    described = kind.__name__ if isinstance(kind, type) else str(kind)
     try:
-        return pydantic.TypeAdapter(hints[name]).validate_python(value)
+        return pydantic.TypeAdapter(kind).validate_python(value)
     except pydantic.ValidationError as exc:
+        if not given:
+            raise UserError(
+                f"workflow {workflow.name!r} needs an input ({name}: {described}); pass it "
+                "as JSON with --input"
+            ) from None
         raise UserError(
-            f"the input does not fit workflow {workflow.name!r} ({name}: {hints[name]!r}): "
+            f"the input does not fit workflow {workflow.name!r} ({name}: {described}): "
             f"{_first_error(exc)}; pass matching JSON with --input"
         ) from None
 

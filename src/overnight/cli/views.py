@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal as signals
 from collections.abc import Sequence
 from typing import Any
 
@@ -201,6 +203,17 @@ async def work(ui: Ui, url: str, **settings: Any) -> ExitCode:
         counts = await engine.store.count_runs()
         due = sum(counts.get(s, 0) for s in ("queued", "waiting", "running"))
         ui.note(f"{due} run(s) queued, waiting or running in this store")
-        await engine.serve()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signals.SIGTERM, signals.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+            busy = len(engine.active_runs())
+            ui.note(f"draining: {busy} run(s) in progress finish their running steps", "yellow")
+            await engine.stop_worker()
+        finally:
+            for sig in (signals.SIGTERM, signals.SIGINT):
+                loop.remove_signal_handler(sig)
     ui.note("worker stopped; its unfinished runs are queued for the next worker", "green")
     return ExitCode.COMPLETED
