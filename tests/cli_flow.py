@@ -11,7 +11,8 @@ import asyncio
 import os
 from pathlib import Path
 
-from overnight import Context, RetryPolicy, step, workflow
+from overnight import Agent, Context, RetryPolicy, step, workflow
+from overnight.testing.models import ScriptedModel
 
 
 def _dir() -> Path:
@@ -89,3 +90,16 @@ async def explode(reason: str) -> str:
 async def doomed(ctx: Context, reason: str) -> str:
     """Fails: its only step always raises."""
     return await explode(reason)
+
+
+poet = Agent(
+    "poet",
+    model=ScriptedModel(["Journal first, then act: / nothing done twice."], name="openai:gpt-4o"),
+    instructions="Write one short line of verse.",
+)
+
+
+@workflow
+async def verse(ctx: Context, topic: str) -> str:
+    """One model call through an agent (scripted: no network), for tokens, cost and prompts."""
+    return (await poet.run(f"Topic: {topic}")).output

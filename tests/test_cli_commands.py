@@ -235,7 +235,7 @@ def test_bad_input_says_what_and_exits_2(
     assert invoke(runner, "runs", "--json", "--store", store).stdout == before  # left intact
 
 
-@pytest.mark.parametrize("junk", [b"", b"not a database at all" * 100])
+@pytest.mark.parametrize("junk", [b"", b"x", b"not a database at all" * 100])
 def test_a_file_that_is_not_a_store_is_left_untouched(
     cli: tuple[CliRunner, str, Path], junk: bytes
 ) -> None:
@@ -301,3 +301,23 @@ def test_demo_without_the_demo(cli: tuple[CliRunner, str, Path]) -> None:
     done = invoke(runner, "demo", "--store", "memory://")
     assert done.exit_code == ExitCode.BAD_INPUT
     assert "the demo is not part of this installation" in done.stderr
+
+
+def test_model_calls_show_tokens_cost_and_prompts(cli: tuple[CliRunner, str, Path]) -> None:
+    runner, store, _ = cli
+    done = invoke(runner, "run", "cli_flow.py:verse", "-i", '"durability"', "--id", "v1",
+                  "--store", store)  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    assert orjson.loads(done.stdout) == "Journal first, then act: / nothing done twice."
+    assert "1 model call · " in done.stderr
+    assert " tokens · $" in done.stderr
+    data = orjson.loads(invoke(runner, "show", "v1", "--json", "--store", store).stdout)
+    usage = data["usage"]
+    assert usage["model_calls"] == 1
+    assert usage["input_tokens"] > 0
+    assert usage["cost"] is not None
+    shown = invoke(runner, "show", "v1", "--prompts", "--store", store)
+    assert shown.exit_code == 0
+    for text in ("Write one short line of verse.", "Topic: durability", "response from",
+                 "Journal first, then act", "openai:gpt-4o"):  # fmt: skip
+        assert text in shown.stdout

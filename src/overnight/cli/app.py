@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import re
 import traceback
 from collections.abc import Callable, Coroutine
 from enum import StrEnum
@@ -155,13 +156,17 @@ def _trace(ui: Ui) -> None:
         ui.err.print(traceback.format_exc(), markup=False, highlight=False)
 
 
+_FIX_STARTS = re.compile(r"; |(?<!e\.g)(?<!i\.e)\. (?=[A-Z`])")
+"""Where our messages turn from the problem to the fix: `; ` or the end of a sentence."""
+
+
 def _split(message: str) -> tuple[str, str | None]:
-    """An error message as (problem, fix): our messages put the fix after `; ` or `. `."""
-    for separator in ("; ", ". "):
-        problem, found, fix = message.partition(separator)
-        if found and fix:
-            return problem, fix[0].upper() + fix[1:]
-    return message, None
+    """An error message as (problem, fix), split where the fix starts."""
+    found = _FIX_STARTS.search(message)
+    if found is None:
+        return message, None
+    problem, fix = message[: found.start()], message[found.end() :]
+    return problem, fix[:1].upper() + fix[1:]
 
 
 def _url(kwargs: dict[str, Any], *, create: bool = False) -> str:

@@ -151,7 +151,7 @@ def _print_call(ui: Ui, call: transcript.ModelCall) -> None:
         for tool_call in response.message.tool_calls:
             body.append(escape(f"→ tool call {dumps(tool_call, indent=False)}"))
     title = f"{escape(call.key)} · {escape(call.model)}"
-    ui.out.print(Panel("\n".join(body), title=title, title_align="left"))
+    ui.out.print(Panel("\n".join(body), title=title, title_align="left", expand=False))
 
 
 async def send_signal(
