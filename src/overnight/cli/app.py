@@ -7,24 +7,20 @@ line and exit 2, with no traceback unless `--debug`.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import importlib
-import re
-import traceback
-from collections.abc import Callable, Coroutine
 from enum import StrEnum
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-import orjson
 import typer
 
-from ..errors import OvernightError, RunNotFoundError, StoreError, UserError
+from ..errors import UserError
 from . import session, views
 from .exitcodes import ExitCode
+from .guard import STATE, command, json_arg
+from .guard import run as run_
+from .guard import url as store_of
 from .output import Ui
-from .stores import ENV_VAR, prepare, store_url
+from .stores import ENV_VAR
 from .targets import external_folder, load_target
 
 app = typer.Typer(
@@ -35,18 +31,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class _State:
-    """The global options of this invocation (set by the callback)."""
-
-    store: str | None = None
-    debug: bool = False
-
-
-STATE = _State()
 
 StoreOption = Annotated[
     str | None,
@@ -106,100 +90,11 @@ def _main(
     STATE.store, STATE.debug = store, debug
 
 
-def _command(fn: F) -> F:
-    """Run a command body: its return value is the exit code; errors become messages."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        debug = STATE.debug or bool(kwargs.get("debug"))
-        ui = Ui(debug=debug)
-        try:
-            code = fn(ui, *args, **kwargs)
-        except typer.Exit:
-            raise
-        except RunNotFoundError as exc:
-            _trace(ui)
-            ui.error(
-                f"no run with id {exc.run_id!r} in store {_url(kwargs)}",
-                f"list runs with `overnight runs`, or pass the store that holds it (--store URL "
-                f"or {ENV_VAR})",
-            )
-            raise typer.Exit(ExitCode.BAD_INPUT) from None
-        except (UserError, StoreError) as exc:
-            _trace(ui)
-            ui.error(*_split(str(exc)))
-            raise typer.Exit(ExitCode.BAD_INPUT) from None
-        except OvernightError as exc:
-            _trace(ui)
-            ui.error(f"{type(exc).__name__}: {exc}")
-            raise typer.Exit(ExitCode.FAILED) from None
-        except Exception as exc:
-            _trace(ui)
-            ui.error(
-                f"unexpected {type(exc).__name__}: {exc}",
-                "this is a bug in overnight: rerun with --debug and report the traceback",
-            )
-            raise typer.Exit(ExitCode.INTERNAL) from None
-        raise typer.Exit(int(code))
-
-    # typer reads the parameters of the wrapped function, minus the `ui` the wrapper passes.
-    import inspect
-
-    signature = inspect.signature(fn, eval_str=True)
-    params = list(signature.parameters.values())[1:]
-    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
-
-
-def _trace(ui: Ui) -> None:
-    if ui.debug:
-        ui.err.print(traceback.format_exc(), markup=False, highlight=False)
-
-
-_FIX_STARTS = re.compile(r"; |(?<!e\.g)(?<!i\.e)\. (?=[A-Z`])")
-"""Where our messages turn from the problem to the fix: `; ` or the end of a sentence."""
-
-
-def _split(message: str) -> tuple[str, str | None]:
-    """An error message as (problem, fix), split where the fix starts."""
-    found = _FIX_STARTS.search(message)
-    if found is None:
-        return message, None
-    problem, fix = message[: found.start()], message[found.end() :]
-    return problem, fix[:1].upper() + fix[1:]
-
-
-def _url(kwargs: dict[str, Any], *, create: bool = False) -> str:
-    return prepare(store_url(kwargs.get("store") or STATE.store), create=create)
-
-
-def _run(coro: Coroutine[Any, Any, ExitCode]) -> ExitCode:
-    return asyncio.run(coro)
-
-
-def _json_arg(text: str | None, option: str) -> Any:
-    if text is None:
-        return None
-    raw = text
-    if text.startswith("@"):
-        path = Path(text[1:])
-        if not path.is_file():
-            raise UserError(f"{option} {text}: no file {str(path)!r}; give @path/to/file.json")
-        raw = path.read_text()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise UserError(
-            f"{option} is not valid JSON ({exc}); quote it for the shell, e.g. "
-            f'{option} \'{{"topic": "solar"}}\', {option} \'"text"\' or {option} @file.json'
-        ) from None
-
-
 # -- commands -------------------------------------------------------------------------------
 
 
 @app.command()
-@_command
+@command
 def run(
     ui: Ui,
     target: Annotated[str, typer.Argument(help="FILE.py:NAME, package.module:NAME or FILE.yaml")],
@@ -227,8 +122,8 @@ def run(
     leaves the run resumable (`overnight resume RUN`).
     """
     workflow = load_target(target)
-    value = session.check_input(workflow, _json_arg(input, "--input"), input is not None)
-    url = _url(locals(), create=True)
+    value = session.check_input(workflow, json_arg(input, "--input"), input is not None)
+    url = store_of(locals(), create=True)
     folder = external_folder(workflow)
     if folder is not None:
         ui.note(
@@ -237,11 +132,11 @@ def run(
             "yellow",
         )
     settings = session.Settings(url, lease_seconds=lease_seconds, wait=wait)
-    return _run(session.start(ui, settings, workflow, value, id, detach=detach))
+    return run_(session.start(ui, settings, workflow, value, id, detach=detach))
 
 
 @app.command()
-@_command
+@command
 def resume(
     ui: Ui,
     run_id: Annotated[str, typer.Argument(help="The run id.")],
@@ -290,15 +185,15 @@ def resume(
         )
     if step is not None and accept_changes:
         raise UserError("--accept-changes and --step answer different questions; give one")
-    settings = session.Settings(_url(locals()), lease_seconds=lease_seconds, wait=wait)
-    return _run(
+    settings = session.Settings(store_of(locals()), lease_seconds=lease_seconds, wait=wait)
+    return run_(
         session.resume(
             ui,
             settings,
             run_id,
             accept_changes=accept_changes,
             step=step,
-            result=_json_arg(result, "--result"),
+            result=json_arg(result, "--result"),
             has_result=assume_done,
             retry=retry,
             detach=detach,
@@ -307,7 +202,7 @@ def resume(
 
 
 @app.command()
-@_command
+@command
 def runs(
     ui: Ui,
     status: Annotated[
@@ -329,11 +224,11 @@ def runs(
 ) -> ExitCode:
     """List runs, newest first."""
     statuses = [s.value for s in status] if status else None
-    return _run(views.list_runs(ui, _url(locals()), statuses, limit, json))  # type: ignore[arg-type]
+    return run_(views.list_runs(ui, store_of(locals()), statuses, limit, json))  # type: ignore[arg-type]
 
 
 @app.command()
-@_command
+@command
 def show(
     ui: Ui,
     run_id: Annotated[str, typer.Argument(help="The run id.")],
@@ -345,11 +240,11 @@ def show(
     debug: DebugOption = False,
 ) -> ExitCode:
     """Show a run: status, timings, its steps, tokens, cost and errors."""
-    return _run(views.show(ui, _url(locals()), run_id, prompts, json))
+    return run_(views.show(ui, store_of(locals()), run_id, prompts, json))
 
 
 @app.command()
-@_command
+@command
 def cancel(
     ui: Ui,
     run_id: Annotated[str, typer.Argument(help="The run id.")],
@@ -357,11 +252,11 @@ def cancel(
     debug: DebugOption = False,
 ) -> ExitCode:
     """Cancel a run (at once, or within a heartbeat if a worker is running it)."""
-    return _run(views.cancel(ui, _url(locals()), run_id))
+    return run_(views.cancel(ui, store_of(locals()), run_id))
 
 
 @app.command()
-@_command
+@command
 def signal(
     ui: Ui,
     run_id: Annotated[str, typer.Argument(help="The run id.")],
@@ -377,12 +272,12 @@ def signal(
     debug: DebugOption = False,
 ) -> ExitCode:
     """Send a signal to a run (durable when this returns)."""
-    payload = _json_arg(data, "--data")
-    return _run(views.send_signal(ui, _url(locals()), run_id, name, payload, id))
+    payload = json_arg(data, "--data")
+    return run_(views.send_signal(ui, store_of(locals()), run_id, name, payload, id))
 
 
 @app.command()
-@_command
+@command
 def validate(
     ui: Ui,
     target: Annotated[str, typer.Argument(help="FILE.py:NAME, package.module:NAME or FILE.yaml")],
@@ -400,7 +295,7 @@ def validate(
 
 
 @app.command()
-@_command
+@command
 def worker(
     ui: Ui,
     lease_seconds: LeaseOption = 30.0,
@@ -424,10 +319,10 @@ def worker(
     debug: DebugOption = False,
 ) -> ExitCode:
     """Execute queued and due runs until stopped; drain on SIGTERM or Ctrl-C."""
-    return _run(
+    return run_(
         views.work(
             ui,
-            _url(locals(), create=True),
+            store_of(locals(), create=True),
             lease_seconds=lease_seconds,
             poll_seconds=poll_seconds,
             max_concurrent_runs=concurrency,
@@ -437,7 +332,7 @@ def worker(
 
 
 @app.command()
-@_command
+@command
 def demo(ui: Ui, store: StoreOption = None, debug: DebugOption = False) -> ExitCode:
     """Run the offline demo (scripted models, no API key)."""
     try:
@@ -449,5 +344,5 @@ def demo(ui: Ui, store: StoreOption = None, debug: DebugOption = False) -> ExitC
                 "of your own with `overnight run FILE.py:NAME`"
             ) from exc
         raise
-    code = module.main(store=_url(locals(), create=True))
+    code = module.main(store=store_of(locals(), create=True))
     return ExitCode(code or 0) if code in set(ExitCode) or code is None else ExitCode.FAILED

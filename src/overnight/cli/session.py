@@ -166,7 +166,7 @@ async def resume(
                 f"with `overnight show {run_id}`"
             )
         elif record.status == "running":
-            ui.note(_owner_note(record, settings.lease_seconds))
+            ui.note(_owner_note(record))
         if detach:
             ui.note(f"run {run_id} is {record.status}; `overnight worker` continues it")
             return ExitCode.COMPLETED
@@ -278,7 +278,7 @@ def _require_parked(record: RunRecord, option: str) -> None:
         )
 
 
-def _owner_note(record: RunRecord, lease_seconds: float) -> str:
+def _owner_note(record: RunRecord) -> str:
     """Who holds a running run, and when this command can take it over."""
     host, _, rest = (record.owner or "").partition(":")
     pid = rest.partition(":")[0]
