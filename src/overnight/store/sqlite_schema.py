@@ -69,8 +69,27 @@ MIGRATIONS: list[str] = [
 LATEST = len(MIGRATIONS)
 
 
+def _check_header(path: str) -> None:
+    """Refuse a non-empty file that does not start as a SQLite database does.
+
+    SQLite itself takes a file shorter than its 100-byte header for an empty database and would
+    write over it; nothing but an empty file or a SQLite database may be opened as a store.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return
+    if head and head != b"SQLite format 3\x00":
+        raise StoreFormatError(
+            f"{path!r} is not an overnight store: it is not a SQLite database. Point the store "
+            "URL at a new file or an existing overnight store; this file was left untouched"
+        )
+
+
 def check_file(conn: sqlite3.Connection, path: str) -> int:
     """The schema version of an overnight store file (0 if new); raise if it is not ours."""
+    _check_header(path)
     try:
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -1,0 +1,212 @@
+"""The installed `overnight` command, used as a person would: real processes, real signals.
+
+Each test works in a fresh folder holding `cli_flow.py` and uses the default store
+(`.overnight/overnight.db` there). Steps count their invocations in files outside the processes,
+so the counts survive SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from overnight.cli.exitcodes import ExitCode
+
+HERE = Path(__file__).resolve().parent
+OVERNIGHT = shutil.which("overnight") or str(Path(sys.executable).with_name("overnight"))
+
+
+class Cli:
+    """`overnight` in a working folder of its own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        shutil.copy(HERE / "cli_flow.py", folder / "cli_flow.py")
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OVERNIGHT_")}
+        self.env["CLI_FLOW_DIR"] = str(folder)
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [OVERNIGHT, *args],
+            cwd=self.folder,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start a command; its stdout and stderr go to files the test can watch."""
+        with (
+            (self.folder / "stdout.log").open("w") as out,
+            (self.folder / "stderr.log").open("w") as err,
+        ):
+            return subprocess.Popen([OVERNIGHT, *args], cwd=self.folder, env=self.env,
+                                    stdout=out, stderr=err)  # fmt: skip
+
+    def stdout(self) -> object:
+        return orjson.loads((self.folder / "stdout.log").read_bytes())
+
+    def count(self, name: str) -> int:
+        path = self.folder / f"{name}.count"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    def logged(self, text: str) -> Callable[[], bool]:
+        return lambda: text in (self.folder / "stderr.log").read_text()
+
+    def release(self) -> None:
+        (self.folder / "release").touch()
+
+    def show(self, run_id: str) -> dict[str, object]:
+        done = self("show", run_id, "--json")
+        assert done.returncode == 0, done.stderr
+        shown: dict[str, object] = orjson.loads(done.stdout)
+        return shown
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+def test_sigkill_mid_run_then_resume_reruns_no_completed_step(cli: Cli) -> None:
+    running = cli.start("run", "cli_flow.py:pipeline", "-i", '"solar"', "--id", "k1",
+                        "--lease-seconds", "1")  # fmt: skip
+    wait_for(lambda: cli.count("gate") == 1, "the gate step to start")
+    running.kill()
+    running.wait()
+    assert (cli.count("prepare"), cli.count("gate"), cli.count("publish")) == (1, 1, 0)
+    cli.release()
+    resumed = cli("resume", "k1", "--lease-seconds", "1")
+    assert resumed.returncode == ExitCode.COMPLETED, resumed.stderr
+    assert orjson.loads(resumed.stdout) == {"text": "SOLAR!", "size": 6}
+    # prepare completed before the kill: never again. The gate was in flight (keyed): once more,
+    # with the same idempotency key.
+    assert (cli.count("prepare"), cli.count("gate"), cli.count("publish")) == (1, 2, 1)
+    shown = cli.show("k1")
+    assert (shown["status"], shown["recoveries"]) == ("completed", 1)
+
+
+def test_run_waits_for_a_signal_sent_from_another_process(cli: Cli) -> None:
+    running = cli.start("run", "cli_flow.py:approval", "-i", '"x"', "--id", "w1")
+    wait_for(lambda: cli.count("prepare") == 1, "the first step")
+    sent = cli("signal", "w1", "approve", "--data", '"yes"')
+    assert sent.returncode == 0, sent.stderr
+    assert running.wait(timeout=30) == ExitCode.COMPLETED
+    assert cli.stdout() == {"text": "X", "verdict": "yes", "size": 1}
+
+
+def test_a_waiting_run_completes_across_a_process_restart(cli: Cli) -> None:
+    first = cli("run", "cli_flow.py:approval", "-i", '"x"', "--id", "w2", "--no-wait")
+    assert first.returncode == ExitCode.WAITING
+    assert "overnight signal w2 approve --data JSON" in first.stderr
+    assert "overnight resume w2" in first.stderr
+    assert cli("signal", "w2", "approve", "-d", '"later"').returncode == 0
+    resumed = cli("resume", "w2")
+    assert resumed.returncode == ExitCode.COMPLETED, resumed.stderr
+    assert orjson.loads(resumed.stdout)["verdict"] == "later"
+    assert (cli.count("prepare"), cli.count("publish")) == (1, 1)
+
+
+def test_cancel_from_another_process_ends_the_run_with_5(cli: Cli) -> None:
+    running = cli.start("run", "cli_flow.py:approval", "-i", '"x"', "--id", "c1")
+    wait_for(lambda: cli.count("prepare") == 1, "the first step")
+    assert cli("cancel", "c1").returncode == 0
+    assert running.wait(timeout=30) == ExitCode.CANCELLED
+    assert cli.show("c1")["status"] == "cancelled"
+
+
+def test_worker_drains_on_sigterm(cli: Cli) -> None:
+    queued = cli("run", "cli_flow.py:pipeline", "-i", '"w"', "--id", "d1", "--detach")
+    assert (queued.returncode, queued.stdout.strip()) == (0, "d1")
+    worker = cli.start("worker", "--poll-seconds", "0.1", "--lease-seconds", "3")
+    wait_for(lambda: cli.count("gate") == 1, "the worker to reach the gate")
+    worker.send_signal(signal.SIGTERM)
+    wait_for(cli.logged("draining: 1 run(s)"), "the worker to start draining")
+    cli.release()  # the step in progress finishes; the run is requeued, not continued
+    assert worker.wait(timeout=30) == 0
+    assert cli.logged("worker stopped")()
+    shown = cli.show("d1")
+    assert shown["status"] == "queued"
+    assert [(s["key"], s["state"]) for s in shown["steps"]] == [  # type: ignore[attr-defined]
+        ("prepare#1", "done"),
+        ("gate#1", "done"),
+    ]
+    resumed = cli("resume", "d1")
+    assert resumed.returncode == ExitCode.COMPLETED, resumed.stderr
+    assert (cli.count("prepare"), cli.count("gate"), cli.count("publish")) == (1, 1, 1)
+
+
+def test_ctrl_c_leaves_the_run_resumable(cli: Cli) -> None:
+    running = cli.start("run", "cli_flow.py:pipeline", "-i", '"c"', "--id", "i1")
+    wait_for(lambda: cli.count("gate") == 1, "the gate step to start")
+    running.send_signal(signal.SIGINT)
+    wait_for(cli.logged("stopping: letting running steps finish"), "the run to stop")
+    cli.release()
+    assert running.wait(timeout=30) == ExitCode.INTERRUPTED
+    assert cli.logged("run i1 is queued and resumable")()
+    assert cli.logged("overnight resume i1")()
+    resumed = cli("resume", "i1")
+    assert resumed.returncode == ExitCode.COMPLETED, resumed.stderr
+    assert (cli.count("prepare"), cli.count("gate"), cli.count("publish")) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "answer", "expected"),
+    [
+        (
+            "after_effect:1",
+            ["--assume-done", "--result", '"charged 5 by hand"'],
+            "charged 5 by hand",
+        ),
+        ("after_intent:1", ["--retry"], "charged 5"),
+    ],
+)
+def test_a_parked_step_is_answered_with_resume(
+    cli: Cli, crash_at: str, answer: list[str], expected: str
+) -> None:
+    crashed = cli("run", "cli_flow.py:billing", "-i", "5", "--id", "p1", "--lease-seconds", "1",
+                  env={"OVERNIGHT_CRASH_AT": crash_at})  # fmt: skip
+    assert crashed.returncode == -signal.SIGKILL
+    charged = cli.count("charge")
+    parked = cli("resume", "p1", "--lease-seconds", "1")
+    assert parked.returncode == ExitCode.PARKED, parked.stderr
+    assert "overnight resume p1 --step 'charge#1' --assume-done --result JSON" in parked.stderr
+    assert "overnight resume p1 --step 'charge#1' --retry" in parked.stderr
+    if "--assume-done" in answer:  # checked against the step's return type (str)
+        wrong = cli("resume", "p1", "--step", "charge#1", "--assume-done", "--result", "5")
+        assert wrong.returncode == ExitCode.BAD_INPUT
+        assert "does not match its return type" in wrong.stderr
+    done = cli("resume", "p1", "--step", "charge#1", *answer)
+    assert done.returncode == ExitCode.COMPLETED, done.stderr
+    assert orjson.loads(done.stdout) == expected
+    assert cli.count("charge") == charged + (1 if "--retry" in answer else 0)
+
+
+def test_bad_input_in_a_real_process_has_no_traceback(cli: Cli) -> None:
+    for args in (["--store", "bogus://x", "runs"], ["run", "nothing.py:flow"], ["show", "x"]):
+        done = cli(*args)
+        assert done.returncode == ExitCode.BAD_INPUT, args
+        assert done.stderr.startswith("error: "), done.stderr
+        assert "\nfix: " in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not (cli.folder / ".overnight").exists()  # reading commands create no store
