@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from overnight import Agent, Context, RetryPolicy, step, workflow
-from overnight.testing.models import ScriptedModel
+from overnight.models import ModelRequest
+from overnight.testing.models import FunctionModel, ScriptedModel
 
 
 def _dir() -> Path:
@@ -103,3 +104,12 @@ poet = Agent(
 async def verse(ctx: Context, topic: str) -> str:
     """One model call through an agent (scripted: no network), for tokens, cost and prompts."""
     return (await poet.run(f"Topic: {topic}")).output
+
+
+def _summary(request: ModelRequest) -> str:
+    _count("model")
+    return "summary of " + request.messages[-1].content
+
+
+counted_model = FunctionModel(_summary)
+"""A stand-in model that counts its requests in `model.count` (for cli_flow.yaml)."""

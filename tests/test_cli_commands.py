@@ -6,7 +6,6 @@ and a store of its own. End-to-end tests through the installed command are in te
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sqlite3
 import sys
@@ -282,25 +281,6 @@ def test_a_bug_exits_70_with_a_report_hint(
     assert done.exit_code == ExitCode.INTERNAL
     assert "unexpected RuntimeError: kaput" in done.stderr
     assert "--debug" in done.stderr
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("overnight.flow") is not None, reason="the YAML loader exists"
-)
-def test_yaml_target_without_the_loader(cli: tuple[CliRunner, str, Path]) -> None:
-    runner, _, folder = cli
-    (folder / "flow.yaml").write_text("steps: []\n")
-    done = invoke(runner, "validate", str(folder / "flow.yaml"))
-    assert done.exit_code == ExitCode.BAD_INPUT
-    assert "YAML workflows need overnight.flow" in done.stderr
-
-
-@pytest.mark.skipif(importlib.util.find_spec("overnight.demo") is not None, reason="demo exists")
-def test_demo_without_the_demo(cli: tuple[CliRunner, str, Path]) -> None:
-    runner, _, _ = cli
-    done = invoke(runner, "demo", "--store", "memory://")
-    assert done.exit_code == ExitCode.BAD_INPUT
-    assert "the demo is not part of this installation" in done.stderr
 
 
 def test_model_calls_show_tokens_cost_and_prompts(cli: tuple[CliRunner, str, Path]) -> None:

@@ -106,6 +106,24 @@ def test_sigkill_mid_run_then_resume_reruns_no_completed_step(cli: Cli) -> None:
     assert (shown["status"], shown["recoveries"]) == ("completed", 1)
 
 
+def test_a_yaml_workflow_killed_mid_run_resumes_without_asking_the_model_again(cli: Cli) -> None:
+    shutil.copy(HERE / "cli_flow.yaml", cli.folder / "cli_flow.yaml")
+    running = cli.start("run", "cli_flow.yaml", "-i", '"wind"', "--id", "y1",
+                        "--lease-seconds", "1")  # fmt: skip
+    wait_for(lambda: cli.count("gate") == 1, "the gate step to start")
+    running.kill()
+    running.wait()
+    assert (cli.count("prepare"), cli.count("model"), cli.count("gate")) == (1, 1, 1)
+    cli.release()
+    resumed = cli("resume", "y1", "--lease-seconds", "1")
+    assert resumed.returncode == ExitCode.COMPLETED, resumed.stderr
+    assert orjson.loads(resumed.stdout) == {"text": "summary of WIND!", "size": 16}
+    # The model's answer was committed before the kill: it is not asked again.
+    assert (cli.count("prepare"), cli.count("model"), cli.count("gate")) == (1, 1, 2)
+    assert cli.count("publish") == 1
+    assert cli.show("y1")["workflow"] == "yaml:cli_flow.yaml"
+
+
 def test_run_waits_for_a_signal_sent_from_another_process(cli: Cli) -> None:
     running = cli.start("run", "cli_flow.py:approval", "-i", '"x"', "--id", "w1")
     wait_for(lambda: cli.count("prepare") == 1, "the first step")
@@ -210,3 +228,14 @@ def test_bad_input_in_a_real_process_has_no_traceback(cli: Cli) -> None:
         assert "\nfix: " in done.stderr
         assert "Traceback" not in done.stderr
     assert not (cli.folder / ".overnight").exists()  # reading commands create no store
+
+
+def test_the_demo_runs_offline_and_a_second_run_starts_afresh(cli: Cli) -> None:
+    fast = {"OVERNIGHT_DEMO_DELAY": "0.01"}
+    first = cli("demo", env=fast)
+    assert first.returncode == ExitCode.COMPLETED, first.stderr
+    assert "offline stand-in model" in first.stdout
+    assert "Summary of demo-1" in first.stdout
+    second = cli("demo", env=fast)
+    assert "Starting demo-2" in second.stdout
+    assert cli("runs", "--json").returncode == 0

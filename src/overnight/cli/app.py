@@ -7,7 +7,6 @@ line and exit 2, with no traceback unless `--debug`.
 
 from __future__ import annotations
 
-import importlib
 from enum import StrEnum
 from typing import Annotated
 
@@ -333,16 +332,20 @@ def worker(
 
 @app.command()
 @command
-def demo(ui: Ui, store: StoreOption = None, debug: DebugOption = False) -> ExitCode:
-    """Run the offline demo (scripted models, no API key)."""
-    try:
-        module = importlib.import_module("overnight.demo")
-    except ImportError as exc:
-        if exc.name is not None and exc.name.startswith("overnight.demo"):
-            raise UserError(
-                "the demo is not part of this installation of overnight yet; try a workflow "
-                "of your own with `overnight run FILE.py:NAME`"
-            ) from exc
-        raise
-    code = module.main(store=store_of(locals(), create=True))
-    return ExitCode(code or 0) if code in set(ExitCode) or code is None else ExitCode.FAILED
+def demo(
+    ui: Ui,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="provider:model for the agents, e.g. openai:gpt-4o-mini (default: "
+            "an offline stand-in)"
+        ),
+    ] = None,
+    store: StoreOption = None,
+    debug: DebugOption = False,
+) -> ExitCode:
+    """Run the demo: a multi-agent content pipeline, offline unless --model is given. Run it
+    again after Ctrl-C and it resumes."""
+    from ..demo import main as run_demo
+
+    return ExitCode(run_demo(store=store_of(locals(), create=True), model=model))

@@ -64,25 +64,11 @@ def external_folder(workflow: Workflow[Any, Any]) -> Path | None:
 
 
 def _load_yaml(path: Path) -> Workflow[Any, Any]:
+    from ..flow.yaml import load_workflow_file
+
     if not path.is_file():
         raise TargetError(f"no file {str(path)!r}; check the path (relative to {Path.cwd()})")
-    try:
-        loader = importlib.import_module("overnight.flow.yaml")
-    except ImportError as exc:
-        if exc.name is not None and exc.name.startswith("overnight.flow"):
-            raise TargetError(
-                f"{str(path)!r} is a YAML workflow, and YAML workflows need overnight.flow, "
-                "which this installation of overnight does not include yet; write the workflow "
-                "in Python for now and run it as FILE.py:NAME"
-            ) from exc
-        raise TargetError(
-            f"the YAML loader does not import: {exc}; install what it names "
-            "(`pip install 'overnight[yaml]'` if that extra exists)"
-        ) from exc
-    workflow = loader.load_workflow_file(path)
-    if not isinstance(workflow, Workflow):
-        raise TargetError(f"{str(path)!r} did not load as a workflow (got {workflow!r})")
-    return workflow
+    return load_workflow_file(path)
 
 
 def _import_file(path: Path) -> ModuleType:
