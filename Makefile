@@ -5,7 +5,7 @@ VENV ?= .venv
 BENCH_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: install test lint typecheck bench bench-quick format clean
+.PHONY: install demo test lint typecheck bench bench-quick format clean
 
 install: $(VENV)/.installed
 
@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
+
+demo: install
+	$(BIN)/overnight demo
 
 test: install
 	$(BIN)/python -m pytest
