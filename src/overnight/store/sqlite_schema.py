@@ -8,6 +8,7 @@ so a wrong path never damages someone else's data.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from ..errors import StoreFormatError
@@ -69,18 +70,18 @@ MIGRATIONS: list[str] = [
 LATEST = len(MIGRATIONS)
 
 
-def _check_header(path: str) -> None:
-    """Refuse a non-empty file that does not start as a SQLite database does.
+def _check_size(path: str) -> None:
+    """Refuse a non-empty file too short to be a SQLite database (one page, 512 bytes or more).
 
     SQLite itself takes a file shorter than its 100-byte header for an empty database and would
-    write over it; nothing but an empty file or a SQLite database may be opened as a store.
+    write over it. Only the size is looked at: opening and closing the file here would drop the
+    POSIX locks SQLite holds on it through other connections of this process.
     """
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
+        size = os.stat(path).st_size
     except FileNotFoundError:
         return
-    if head and head != b"SQLite format 3\x00":
+    if 0 < size < 512:
         raise StoreFormatError(
             f"{path!r} is not an overnight store: it is not a SQLite database. Point the store "
             "URL at a new file or an existing overnight store; this file was left untouched"
@@ -89,7 +90,7 @@ def _check_header(path: str) -> None:
 
 def check_file(conn: sqlite3.Connection, path: str) -> int:
     """The schema version of an overnight store file (0 if new); raise if it is not ours."""
-    _check_header(path)
+    _check_size(path)
     try:
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
