@@ -41,6 +41,7 @@ from ..tool import Tool, tool
 from ..workflow import workflow
 from .crash.agent import AgentWorkload
 from .crash.workload import Workload
+from .crash_workload import REFERENCE
 from .ledger import ENV_TAG, default_client
 from .servers import Text, ToolCall, ToolCalls
 from .servers.record import RecordedRequest
@@ -263,12 +264,7 @@ AGENT = AgentWorkload(
         workflow=agent_crash_workflow,
         input=ORDER,
         steps=tuple(t.step for t in TOOLS),
-        engine_options={
-            "lease_seconds": 1.0,
-            "heartbeat_seconds": 0.1,
-            "poll_seconds": 0.05,
-            "inline_wait_seconds": 0.15,
-        },
+        engine_options=REFERENCE.engine_options,  # short leases: a takeover takes ~1 s
     ),
     script=script,
     turn_of=turn_of,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .agent import (
@@ -25,34 +25,16 @@ from .agent import (
 from .campaign import CampaignResult, run_campaign
 from .checks import TrialResult
 
-_COUNTS = (
-    "requests",
-    "resent",
-    "resent_committed",
-    "resent_over_kills",
-    "resent_not_in_doubt",
-    "sent_twice_in_process",
-    "mismatches",
-    "script_errors",
-    "replies_committed_twice",
-)
-
 
 @dataclass
 class AgentCampaignResult:
     """The kernel's counts (`kernel`) and the conversation's, added up over the trials."""
 
     kernel: CampaignResult
-    requests: int = 0
-    resent: int = 0
-    resent_committed: int = 0
-    resent_over_kills: int = 0
-    resent_not_in_doubt: int = 0
-    sent_twice_in_process: int = 0
-    mismatches: int = 0
-    script_errors: int = 0
-    replies_committed_twice: int = 0
+    conversation: ConversationCheck = field(default_factory=ConversationCheck)
+    """The conversation checks' counts, summed over the trials (`log` stays empty)."""
     turns_mismatches: int = 0
+    """Trials that committed a different number of model replies than the reference."""
     effects_applied: int = 0
     """Tool effects applied by the trials (the ledger applies each key once)."""
     effects_per_run: int = 0
@@ -61,8 +43,11 @@ class AgentCampaignResult:
     """Model calls one uninterrupted run makes."""
 
     def add(self, check: ConversationCheck, effects: int) -> None:
-        for name in _COUNTS:
-            setattr(self, name, getattr(self, name) + getattr(check, name))
+        total = self.conversation
+        for f in fields(ConversationCheck):
+            value = getattr(check, f.name)
+            if type(value) is int:
+                setattr(total, f.name, getattr(total, f.name) + value)
         self.turns_mismatches += int(check.turns_mismatch)
         self.effects_applied += effects
 
@@ -72,30 +57,33 @@ class AgentCampaignResult:
         return self.kernel.ok
 
     def summary(self) -> dict[str, Any]:
-        """The counts as a JSON-ready dict."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "kernel"}
-        data["kernel"] = self.kernel.summary()
-        data["ok"] = self.ok
+        """The counts as a JSON-ready dict (the conversation's flattened in)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        conversation = {k: v for k, v in asdict(self.conversation).items() if type(v) is int}
+        data.update(conversation, kernel=self.kernel.summary(), ok=self.ok)
+        del data["conversation"]
         return data
 
     def table(self) -> str:
         """The kernel's table, then the conversation's counts."""
-        k = self.kernel
+        k, c = self.kernel, self.conversation
         rows = [
-            ("model calls per run / tool effects per run", f"{self.turns_per_run} / "
-             f"{self.effects_per_run}"),
-            ("model requests sent", str(self.requests)),
-            ("re-sent after a kill (in flight) / kills", f"{self.resent} / {k.kills}"),
-            ("re-sent although committed", str(self.resent_committed)),
-            ("more than one re-sent per kill", str(self.resent_over_kills)),
-            ("re-sent without a committed intent", str(self.resent_not_in_doubt)),
-            ("sent twice by one process", str(self.sent_twice_in_process)),
-            ("requests differing from the reference", str(self.mismatches)),
-            ("model replies committed twice", str(self.replies_committed_twice)),
+            (
+                "model calls / tool effects per run",
+                f"{self.turns_per_run} / {self.effects_per_run}",
+            ),
+            ("model requests sent", str(c.requests)),
+            ("re-sent after a kill (in flight) / kills", f"{c.resent} / {k.kills}"),
+            ("re-sent although committed", str(c.resent_committed)),
+            ("more than one re-sent per kill", str(c.resent_over_kills)),
+            ("re-sent without a committed intent", str(c.resent_not_in_doubt)),
+            ("sent twice by one process", str(c.sent_twice_in_process)),
+            ("requests differing from the reference", str(c.mismatches + c.script_errors)),
+            ("model replies committed twice", str(c.replies_committed_twice)),
             ("tool effects applied", str(self.effects_applied)),
             ("duplicate tool effects (deduped by key)", str(k.dedup_hits)),
             ("tool effects applied twice or missing", str(k.duplicate_effects + k.missing_effects)),
-        ]  # fmt: skip
+        ]
         width = max(len(name) for name, _ in rows)
         lines = [k.table().replace("crash campaign", "agent crash campaign", 1), "  conversation"]
         lines += [f"  {name:<{width}}  {value:>12}" for name, value in rows]
