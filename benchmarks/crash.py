@@ -1,10 +1,14 @@
-"""Scenario 7: kill -9 crash trials of the reference workload (`overnight.testing`).
+"""Scenario 7: kill -9 crash trials of the reference workload and of an agent (`overnight.testing`).
 
   python -m benchmarks.crash --trials 100 --jobs 2
+  python -m benchmarks.crash --agent --trials 100 --jobs 2
 
 Every named crash point is killed several times at spread-out hits, plus random instants and
 double kills; each trial resumes the run and checks it against a ledger kept outside the killed
-processes. Prints the campaign's table to stderr and one JSON line with the counts.
+processes. With `--agent` the workload is a seven-turn agent on the `openai` client (parallel
+tool calls, keyed tool effects), the agent loop's own points are killed too, and every trial is
+also checked against the loopback model server's request log. Prints the campaign's table to
+stderr and one JSON line with the counts.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from typing import Any
 
 from overnight.testing import run_campaign
+from overnight.testing.crash.agent_campaign import run_agent_campaign
 
 from .common import emit
 
@@ -26,13 +31,24 @@ def crash_trials(trials: int, jobs: int, seed: int) -> dict[str, Any]:
     return {"scenario": "crash", "available": True, "trials": trials, "counts": result.summary()}
 
 
+def agent_crash_trials(trials: int, jobs: int, seed: int) -> dict[str, Any]:
+    result = run_agent_campaign(trials, jobs=jobs, seed=seed)
+    print(result.table(), file=sys.stderr)
+    for failure in result.kernel.failures:
+        print(failure, file=sys.stderr)
+    counts = result.summary()
+    return {"scenario": "agent_crash", "available": True, "trials": trials, "counts": counts}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--agent", action="store_true", help="the agent workload")
     a = ap.parse_args()
-    emit(crash_trials(a.trials, a.jobs, a.seed))
+    run = agent_crash_trials if a.agent else crash_trials
+    emit(run(a.trials, a.jobs, a.seed))
 
 
 if __name__ == "__main__":

@@ -273,6 +273,23 @@ def headline(r: Results) -> list[str]:
         )
     else:
         row("7. kill -9 crash trials", "not run", "—", "—", "≥ 100 trials, zero re-runs", "—")
+    agent = r.s.get("overnight.agent_crash")
+    if agent is not None and agent.get("available"):
+        a = agent["counts"]
+        k = a["kernel"]
+        row(
+            f"7b. kill -9 crash trials through an agent ({k['trials']} trials, {k['kills']} kills)",
+            f"model requests re-sent {a['resent']} (in flight) / {k['kills']} kills; re-sent "
+            f"although committed {a['resent_committed']}; replies committed twice "
+            f"{a['replies_committed_twice']}; tool effects applied twice or missing "
+            f"{k['duplicate_effects'] + k['missing_effects']} (deduped by key {k['dedup_hits']}); "
+            f"failed trials {k['failed_trials']}",
+            "—",
+            "—",
+            "no committed reply re-requested, each tool effect once: "
+            + ("met" if a["ok"] and k["trials"] >= 100 else "**missed**"),
+            "—",
+        )
     postgres_rows(r, row, sp)
     agent_rows(r, row)
     return L

@@ -74,6 +74,8 @@ class Sizes:
     """Levels of runs suspended on a signal at which the worker's RSS is read."""
     pg_fault_runs: int
     pg_fault_kills: int
+    agent_crash_trials: int
+    """kill -9 trials of the agent workload (a seven-turn agent on the openai client)."""
     agent_turns: int = 200
     """Model calls of the long agent conversation."""
     agent_runs: int = 1000
@@ -83,11 +85,11 @@ class Sizes:
 
 FULL = Sizes(
     (200, 1000), 7, 3, 5, 3, 10_000, 1000, 10_000, 100, 20_000,
-    2000, 10, 3, 5, 3.0, 20, (0, 10_000, 100_000), 1000, 20,
+    2000, 10, 3, 5, 3.0, 20, (0, 10_000, 100_000), 1000, 20, 100,
 )  # fmt: skip
 QUICK = Sizes(
     (50, 200), 2, 1, 1, 1, 500, 100, 1000, 3, 2000,
-    100, 10, 1, 1, 2.0, 5, (0, 200, 1000), 100, 2, agent_turns=20, agent_runs=50,
+    100, 10, 1, 1, 2.0, 5, (0, 200, 1000), 100, 2, 3, agent_turns=20, agent_runs=50,
 )  # fmt: skip
 
 
@@ -208,6 +210,13 @@ def scenarios(s: Sizes) -> list[Scenario]:
         Scenario("langgraph.idle", "langgraph_peer", ["idle"], s.slow_reps, peer=True),
         # kill -9 trials of the reference workload (overnight.testing.run_campaign).
         Scenario("overnight.crash", "crash", ["--trials", str(s.crash_trials)], timeout=3600),
+        # The same through the agent loop, checked against the model server's request log too.
+        Scenario(
+            "overnight.agent_crash",
+            "crash",
+            ["--agent", "--trials", str(s.agent_crash_trials)],
+            timeout=3600,
+        ),
     ]
     out += agent_scenarios(s)
     out += postgres_scenarios(s)

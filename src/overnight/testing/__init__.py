@@ -7,13 +7,16 @@ scripted provider servers behind a network guard for agents.
   `Workload` in worker subprocesses, kill them at a named crash point (`CRASH_POINTS`) or at a
   random instant, resume, and check that nothing committed ran twice and no effect was applied
   twice.
-- `overnight.testing.crash_workload.REFERENCE`: the reference workload.
+- `overnight.testing.crash_workload.REFERENCE`: the reference workload;
+  `overnight.testing.agent_crash_workload.AGENT`: a multi-turn agent on the `openai` client, whose
+  trials (`overnight.testing.crash.agent`) are also checked against the model server's log.
 - `OpenAIServer`, `AnthropicServer` (`overnight.testing.servers`): local servers speaking the
   providers' HTTP APIs from a script of replies, for the official SDK clients in tests.
 - `NetworkGuard`, `offline` (`overnight.testing.guard`): fail a test that leaves loopback, and
   hide the providers' keys from it.
 
-`python -m overnight.testing --trials 100 [--jobs 2]` runs a campaign and prints its table.
+`python -m overnight.testing --trials 100 [--jobs 2] [--agent]` runs a campaign and prints its
+table.
 """
 
 from __future__ import annotations

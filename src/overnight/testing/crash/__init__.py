@@ -10,7 +10,9 @@ and no effect was applied twice. Its modules:
 - `trial`: `run_trial` and `uninterrupted`, one trial from its first process to its end;
 - `journal`: `read_journal`, the run as committed in the SQLite file after each process;
 - `checks`: `check_trial`, the checks (a)-(e), and the records they read (`TrialResult`);
-- `campaign`: `run_campaign`, many trials added up in a printable `CampaignResult`.
+- `campaign`: `run_campaign`, many trials added up in a printable `CampaignResult`;
+- `agent`: `AgentWorkload`, `run_agent_trial` and `check_conversation`, trials of an agent checked
+  against the model server's request log too; `agent_campaign`: `run_agent_campaign`.
 """
 
 from __future__ import annotations

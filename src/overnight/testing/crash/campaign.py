@@ -166,12 +166,15 @@ def calibrate(
     ledger: Ledger,
     points: Sequence[str] = tuple(sorted(KERNEL_POINTS)),
     jobs: int = 1,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """How often each crash point is hit in one uninterrupted run (armed at an unreachable n)."""
 
     def count(point: str) -> int:
         db = os.path.join(os.fspath(workdir), f"calibrate-{point}.db")
-        trial = run_trial(workload, db, f"calibrate-{point}", CrashAt(point, 10**9), ledger=ledger)
+        trial = run_trial(
+            workload, db, f"calibrate-{point}", CrashAt(point, 10**9), ledger=ledger, env=env
+        )
         return max(0, trial.incarnations[0].hits or 0) if trial.incarnations else 0
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -231,6 +234,9 @@ def run_campaign(
     random_share: float = 0.25,
     double_kill_every: int = 8,
     jobs: int = 1,
+    points: Sequence[str] = tuple(sorted(KERNEL_POINTS)),
+    env: Mapping[str, str] | None = None,
+    inspect: Callable[[TrialResult, TrialResult | None], None] | None = None,
 ) -> CampaignResult:
     """Run `trials` crash trials of a workload (the reference workload by default).
 
@@ -241,6 +247,11 @@ def run_campaign(
     run waits, in rotation. Failed trials are counted and described in `failures`; the
     campaign does not stop at them. `jobs` trials run at once (each in its own processes and
     SQLite file; one ledger serves them all).
+
+    `points` are the crash points calibrated and killed (the agent loop's points are added for
+    agent workloads); `env` is added to every worker's environment; `inspect(trial, reference)`
+    is called for the reference (with None) and for every trial before it is counted, and may
+    append violations to `trial.check.violations` (checks against a service of the caller's).
     """
     if workload is None:
         # Imported here: the reference workload imports this package for `Workload`.
@@ -254,13 +265,15 @@ def run_campaign(
     try:
         with Ledger() as ledger:
             reference = uninterrupted(
-                workload, os.path.join(base, "reference.db"), "reference", ledger=ledger
+                workload, os.path.join(base, "reference.db"), "reference", ledger=ledger, env=env
             )
+            if inspect is not None:
+                inspect(reference, None)
             if not reference.ok:
                 raise AssertionError(
                     "the uninterrupted reference run failed:\n" + reference.describe()
                 )
-            result.hits = calibrate(workload, base, ledger, jobs=jobs)
+            result.hits = calibrate(workload, base, ledger, points, jobs=jobs, env=env)
             # Random instants fall anywhere in the time one uninterrupted run takes to serve.
             served = reference.incarnations[0].served or 1.0
             lifetime = reference.incarnations[0].seconds
@@ -285,11 +298,14 @@ def run_campaign(
                     reference=reference,
                     signal_mode=plans[i].signal_mode,
                     seed=seeds[i],
+                    env=env,
                 )
 
             with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
                 trials_done = pool.map(one, range(len(plans)))
                 for i, (plan, trial) in enumerate(zip(plans, trials_done, strict=True)):
+                    if inspect is not None:
+                        inspect(trial, reference)
                     result.add(plan, trial)
                     if progress is not None:
                         verdict = "ok" if trial.ok else "FAILED"
@@ -305,7 +321,7 @@ def run_campaign(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m overnight.testing [--trials N] [--seed S]`: run a crash campaign, print it."""
+    """`python -m overnight.testing [--trials N] [--seed S] [--agent]`: run a crash campaign."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -313,11 +329,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="trials run at once")
     parser.add_argument("--quiet", action="store_true", help="no line per trial")
-    args = parser.parse_args(argv)
-    result = run_campaign(
-        args.trials, seed=args.seed, jobs=args.jobs, progress=None if args.quiet else print
+    parser.add_argument(
+        "--agent", action="store_true", help="the agent workload (a multi-turn agent on openai)"
     )
-    print(result.table())
+    args = parser.parse_args(argv)
+    progress = None if args.quiet else print
+    result: CampaignResult
+    if args.agent:
+        from .agent_campaign import run_agent_campaign  # it builds on this module
+
+        agent = run_agent_campaign(args.trials, seed=args.seed, jobs=args.jobs, progress=progress)
+        print(agent.table())
+        result = agent.kernel
+    else:
+        result = run_campaign(args.trials, seed=args.seed, jobs=args.jobs, progress=progress)
+        print(result.table())
     for failure in result.failures:
         print(failure)
     return 0 if result.ok else 1

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,7 @@ class _Trial:
         workdir: str,
         process_timeout: float,
         max_processes: int,
+        env: Mapping[str, str],
     ) -> None:
         self.workload = workload
         self.db_path = db_path
@@ -115,6 +116,7 @@ class _Trial:
         self.workdir = workdir
         self.process_timeout = process_timeout
         self.max_processes = max_processes
+        self.env = dict(env)
         self.signal_sent = workload.signal is None
         self.incarnations: list[Incarnation] = []
         self.error: str | None = None
@@ -178,6 +180,7 @@ class _Trial:
         inc = Incarnation(index, tag, None if kill is None else str(kill))
         env = dict(os.environ)
         env.pop(ENV_CRASH, None)
+        env.update(self.env)
         env.update(self.ledger.env(tag))
         env["PYTHONPATH"] = _pythonpath()
         if isinstance(kill, CrashAt):
@@ -305,6 +308,7 @@ def run_trial(
     seed: int | None = None,
     process_timeout: float = 30.0,
     max_processes: int = 10,
+    env: Mapping[str, str] | None = None,
 ) -> TrialResult:
     """Run one trial (see the module docstring) and check it.
 
@@ -313,6 +317,7 @@ def run_trial(
     runs the run uninterrupted.
     `reference` is an uninterrupted trial of the same workload: without it, check (e) and the
     missing-effect part of (c) are skipped. A private Ledger is started when none is given.
+    `env` is added to every worker's environment (e.g. where a test's protocol server listens).
     """
     kills: list[Kill | None]
     if kill is None:
@@ -343,6 +348,7 @@ def run_trial(
         workdir,
         process_timeout,
         max_processes,
+        env or {},
     )
     try:
         trial.run()
@@ -375,6 +381,7 @@ def uninterrupted(
     ledger: Ledger | None = None,
     signal_mode: SignalMode = "on_wait",
     process_timeout: float = 30.0,
+    env: Mapping[str, str] | None = None,
 ) -> TrialResult:
     """The reference: the same run with no kill, in one worker process."""
     return run_trial(
@@ -385,4 +392,5 @@ def uninterrupted(
         ledger=ledger,
         signal_mode=signal_mode,
         process_timeout=process_timeout,
+        env=env,
     )
