@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from decimal import Decimal
 from typing import Annotated, Any
 
 import pydantic
 import pytest
 
-from overnight import BudgetExceeded, Context, Engine, RunFailedError, UserError, workflow
+from overnight import (
+    BudgetExceeded,
+    Context,
+    Engine,
+    RetryPolicy,
+    RunFailedError,
+    RunParkedError,
+    UserError,
+    workflow,
+)
 from overnight.agent import Agent, AgentError, AgentResult, approval_signal
 from overnight.budget import Budget
 from overnight.gate import AskFor
 from overnight.models import ContextLengthError, Message, ModelRequest, ToolCall
+from overnight.models.openai import OpenAIModel
 from overnight.store import Store
 from overnight.testing.models import FunctionModel, ScriptedModel
+from overnight.testing.servers import OpenAIServer
 from overnight.tool import tool
 from overnight.transcript import model_calls
 
@@ -472,3 +484,54 @@ async def test_per_agent_limits_tokens_and_wall_time() -> None:
     with pytest.raises(AgentError, match=r"past its max_seconds=0\.12"):
         await timed.run("loop")
     assert Agent("router_food", model=model, capabilities=["triage"]).capabilities == {"triage"}
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_an_unreachable_model_parks_the_run_and_resume_sends_the_call_again(
+    store: Store,
+) -> None:
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    async with OpenAIModel("local-llm", base_url=url, api_key="unused") as model:
+        agent = Agent(
+            "offline", model=model, model_retry=RetryPolicy(max_attempts=2, initial_delay=0.01)
+        )
+
+        @workflow
+        async def ask(ctx: Context) -> str:
+            return (await agent.run("ping")).output
+
+        async with Engine(store, workflows=[ask]) as engine:
+            await engine.start(ask, run_id="unreachable")
+            with pytest.raises(RunParkedError) as parked:
+                await engine.result("unreachable")
+            assert f"cannot reach {url}/chat/completions" in str(parked.value)
+            assert "then resume the run" in str(parked.value)
+            with OpenAIServer(["pong"], port=port) as server:  # the server is up now
+                await engine.resume("unreachable")
+                assert await engine.result("unreachable") == "pong"
+            assert len(server.requests()) == 1
+
+
+async def test_a_missing_api_key_parks_the_run_naming_the_variable(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    agent = Agent("keyless", model="openai:gpt-4o-mini")
+
+    @workflow
+    async def ask(ctx: Context) -> str:
+        return (await agent.run("ping")).output
+
+    async with Engine(store, workflows=[ask]) as engine:
+        await engine.start(ask, run_id="keyless")
+        with pytest.raises(RunParkedError, match="set the OPENAI_API_KEY environment variable"):
+            await engine.result("keyless")
+        assert (await engine.get_run("keyless")).status == "parked"

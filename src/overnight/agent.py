@@ -28,6 +28,7 @@ from ._engine import codec
 from ._engine.branches import gather
 from ._engine.crash import crash_point
 from ._engine.decisions import decide
+from ._engine.run import Park
 from ._engine.scope import CURRENT, Scope, current_scope, validate_name
 from ._engine.steps import call_step
 from ._engine.waits import wait_signal
@@ -49,7 +50,7 @@ from .models.pricing import Cost, cost
 from .models.resilience import FallbackModel
 from .models.tokens import request_tokens
 from .output import OutputMismatch, OutputType
-from .step import RetryPolicy, Step
+from .step import RetryPolicy, Step, current_step
 from .tool import Tool, ToolArgumentsError
 
 O = TypeVar("O")  # noqa: E741
@@ -205,6 +206,10 @@ class Agent(Generic[O]):
             CURRENT.reset(token)
 
     async def _loop(self, scope: Scope, prompt: str, budget: Budget | None) -> AgentResult[O]:
+        try:
+            self.resolved_model  # noqa: B018 - resolve now: no API key is a person's to fix
+        except UserError as exc:
+            raise Park(_needs_a_person(self.name, exc)) from None
         budgets = [b for b in (budget, self._private_limits()) if b is not None]
         started = decide(scope, "started", time.time) if self.max_seconds is not None else 0.0
         history = _History(scope)
@@ -359,7 +364,12 @@ class Agent(Generic[O]):
         for i, model in enumerate(models):
             try:
                 return await self._durable_call(
-                    scope, "model" if i == 0 else "fallback", model, request, history
+                    scope,
+                    "model" if i == 0 else "fallback",
+                    model,
+                    request,
+                    history,
+                    last=i == len(models) - 1,
                 )
             except StepFailed as exc:
                 last = exc
@@ -371,11 +381,27 @@ class Agent(Generic[O]):
         raise ModelError(message, model=name, retryable=False)
 
     async def _durable_call(
-        self, scope: Scope, name: str, model: Model, request: ModelRequest, history: str
+        self,
+        scope: Scope,
+        name: str,
+        model: Model,
+        request: ModelRequest,
+        history: str,
+        *,
+        last: bool,
     ) -> ModelResponse:
         async def send(descriptor: dict[str, Any]) -> ModelResponse:
             started = time.monotonic()
-            response = await model.request(request)
+            try:
+                response = await model.request(request)
+            except ModelError as exc:
+                # A wrong key, URL or model name, with no fallback left: park (the request's
+                # intent stays in doubt, so after the fix `resume` sends it again, same key)
+                # rather than fail a run a person can save.
+                final = not exc.retryable or current_step().attempt >= self.model_retry.max_attempts
+                if exc.configuration and last and final:
+                    raise Park(_needs_a_person(self.name, exc)) from None
+                raise
             crash_point("after_model_reply")
             latency = round((time.monotonic() - started) * 1000, 3)
             return dataclasses.replace(response, meta={**response.meta, "latency_ms": latency})
@@ -430,6 +456,13 @@ class Agent(Generic[O]):
 def _with(request: ModelRequest, messages: list[Message]) -> ModelRequest:
     return ModelRequest(
         tuple(messages), request.tools, request.output, request.max_tokens, request.temperature
+    )
+
+
+def _needs_a_person(agent: str, exc: Exception) -> str:
+    return (
+        f"agent {agent!r} cannot reach its model: {exc} Fix that, then resume the run "
+        "(`overnight resume RUN`, or Engine.resume): the call is sent again, nothing earlier is."
     )
 
 

@@ -158,6 +158,7 @@ def status_error(
         retryable=retryable,
         status=status,
         retry_after=retry_after(headers) if retryable else None,
+        configuration=status in (401, 403, 404),
     )
 
 
@@ -179,6 +180,7 @@ def connection_error(*, model: str, url: str, cause: BaseException | None) -> Mo
         "the base URL is right",
         model=model,
         retryable=True,
+        configuration=True,
     )
 
 

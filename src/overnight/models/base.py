@@ -160,10 +160,13 @@ class ModelError(OvernightError):
         retryable: bool,
         status: int | None = None,
         retry_after: float | None = None,
+        configuration: bool = False,
     ) -> None:
         super().__init__(message)
         self.model = model
         self.retryable = retryable
+        self.configuration = configuration
+        """The cause is in the configuration (key, URL, model name): a person must fix it."""
         self.status = status
         """The HTTP status, when there was one."""
         self.retry_after = retry_after
