@@ -535,3 +535,26 @@ async def test_a_missing_api_key_parks_the_run_naming_the_variable(
         with pytest.raises(RunParkedError, match="set the OPENAI_API_KEY environment variable"):
             await engine.result("keyless")
         assert (await engine.get_run("keyless")).status == "parked"
+
+
+async def test_an_agent_without_a_model_takes_it_from_overnight_model(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = Agent("configured", instructions="Answer.")
+
+    @workflow
+    async def ask(ctx: Context) -> str:
+        return (await agent.run("ping")).output
+
+    monkeypatch.delenv("OVERNIGHT_MODEL", raising=False)
+    async with Engine(store, workflows=[ask]) as engine:
+        await engine.start(ask, run_id="unconfigured")
+        with pytest.raises(RunParkedError, match="set the OVERNIGHT_MODEL environment variable"):
+            await engine.result("unconfigured")
+        with OpenAIServer(["pong"]) as server:
+            monkeypatch.setenv("OVERNIGHT_MODEL", "openai:llama3.2")
+            monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+            await engine.resume("unconfigured")
+            assert await engine.result("unconfigured") == "pong"
+            assert server.requests()[0].body["model"] == "llama3.2"
+        await agent.resolved_model.aclose()  # type: ignore[attr-defined]

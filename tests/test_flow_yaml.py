@@ -127,7 +127,7 @@ def test_models_the_user_cannot_have_are_reported_at_load(tmp_path: Path) -> Non
         name: f
         agents:
           a: {model: openaj:gpt-4o-mini}
-          b: {instructions: no model}
+          b: {model: 5}
           c: {model: openai:gpt-4o-mini, tools: [tests.flow_defs:nothing_here]}
         steps:
           s: {agent: a, prompt: hi}
@@ -136,7 +136,7 @@ def test_models_the_user_cannot_have_are_reported_at_load(tmp_path: Path) -> Non
     found = problems_of(path)
     assert "unknown model provider 'openaj'" in found
     assert "did you mean 'openai:gpt-4o-mini'" in found
-    assert "agent 'b' needs model: 'provider:model'" in found
+    assert "agent 'b': model: takes 'provider:model'" in found
     assert "tool 'tests.flow_defs:nothing_here' does not import" in found
 
 

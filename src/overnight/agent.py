@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ O = TypeVar("O")  # noqa: E741
 ZERO = Decimal(0)
 
 
+MODEL_VARIABLE = "OVERNIGHT_MODEL"
+"""Names the model of agents given none, so the provider is chosen by configuration."""
+
+
 class AgentError(OvernightError):
     """An agent could not produce its output (turn limit, output that never validated)."""
 
@@ -93,7 +98,7 @@ class Agent(Generic[O]):
         self,
         name: str,
         *,
-        model: Model | str,
+        model: Model | str | None = None,
         instructions: str = "",
         tools: Sequence[Tool[Any]] = (),
         output_type: type[O] | Mapping[str, Any] | None = None,
@@ -110,14 +115,15 @@ class Agent(Generic[O]):
         max_seconds: float | None = None,
         capabilities: Sequence[str] = (),
     ) -> None:
-        if not isinstance(model, str | Model):
+        if model is not None and not isinstance(model, str | Model):
             raise UserError(
                 f"agent {name!r}: model must be a 'provider:model' string or a Model object, "
                 f"got {model!r}"
             )
         self.name = validate_name(name, "agent")
         self.model = model
-        """The model as given: a `provider:model` string (resolved on first use) or a Model."""
+        """The model as given: a `provider:model` string (resolved on first use), a Model, or
+        None: the one named by the OVERNIGHT_MODEL environment variable when first needed."""
         self._resolved: Model | None = model if isinstance(model, Model) else None
         self.instructions = instructions
         self.tools = {t.name: t for t in tools}
@@ -158,7 +164,15 @@ class Agent(Generic[O]):
         if self._resolved is None:
             from .models import resolve_model
 
-            self._resolved = resolve_model(str(self.model))
+            name = self.model if self.model is not None else os.environ.get(MODEL_VARIABLE)
+            if not name:
+                raise UserError(
+                    f"agent {self.name!r} has no model: set the {MODEL_VARIABLE} environment "
+                    "variable (e.g. openai:gpt-4o-mini, anthropic:claude-haiku-4-5, or "
+                    "openai:llama3.2 with OPENAI_BASE_URL pointing at a local server), or give "
+                    "the agent model=..."
+                )
+            self._resolved = resolve_model(str(name))
         return self._resolved
 
     # -- running ------------------------------------------------------------------------------

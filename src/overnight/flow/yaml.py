@@ -124,16 +124,19 @@ class _Reader:
         except (UserError, TypeError) as exc:
             self.problems.append(f"{doc.where}: agent {name!r}: {exc}")
 
-    def _model(self, agent: str, doc: Located) -> Model | str:
+    def _model(self, agent: str, doc: Located) -> Model | str | None:
         if isinstance(self.models, Model):
             return self.models
         if self.models is not None and agent in self.models:
             return self.models[agent]
-        model = doc.get("model")
+        if "model" not in doc:
+            return None  # OVERNIGHT_MODEL names it when the agent first runs
+        model = doc["model"]
         if not isinstance(model, str):
             self.problems.append(
-                f"{doc.at('model')}: agent {agent!r} needs model: 'provider:model', e.g. "
-                "openai:gpt-4o-mini or anthropic:claude-haiku-4-5"
+                f"{doc.at('model')}: agent {agent!r}: model: takes 'provider:model', e.g. "
+                "openai:gpt-4o-mini or anthropic:claude-haiku-4-5 (or leave it out to use "
+                "OVERNIGHT_MODEL)"
             )
             return "openai:unset"
         if model.startswith("import:"):
