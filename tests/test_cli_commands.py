@@ -26,8 +26,11 @@ HERE = Path(__file__).resolve().parent
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("cli-work")
     shutil.copy(HERE / "cli_flow.py", folder / "cli_flow.py")
+    shutil.copy(HERE / "cli_flow.yaml", folder / "cli_flow.yaml")
     (folder / "broken.py").write_text("from overnight import workflow\ndef broken(:\n")
     (folder / "plain.py").write_text("async def not_a_workflow(ctx):\n    return 1\n")
+    for name, text in BAD_YAML.items():
+        (folder / name).write_text(text)
     yield folder
     sys.modules.pop("cli_flow", None)
     sys.modules.pop("plain", None)
@@ -179,6 +182,11 @@ def test_validate(cli: tuple[CliRunner, str, Path]) -> None:
     several = invoke(runner, "validate", "cli_flow.py")
     assert several.exit_code == ExitCode.BAD_INPUT
     assert "cli_flow.py:pipeline" in several.stderr  # names the choices
+    flow = invoke(runner, "validate", "cli_flow.yaml")
+    assert flow.exit_code == 0, flow.output
+    assert "ok: cli_flow.yaml is workflow 'yaml_pipeline' (ref yaml:cli_flow.yaml" in flow.stdout
+    assert "summarise  agent summariser · after prepare" in flow.stdout
+    assert "gate       step gate (keyed) · after summarise" in flow.stdout
 
 
 def _store_file_not_ours(folder: Path) -> tuple[str, Path]:
@@ -191,7 +199,25 @@ def _store_file_not_ours(folder: Path) -> tuple[str, Path]:
     return f"sqlite:///{path}", path
 
 
+BAD_YAML = {
+    "malformed.yaml": "name: f\nsteps:\n  a: [unclosed\n",
+    "typo.yaml": "name: f\nagents:\n  writer: {model: openai:gpt-4o-mini}\n"
+    "steps:\n  draft: {agent: writter, prompt: hi}\n",
+    "cycle.yaml": "name: f\nsteps:\n  a: {call: cli_flow:prepare, with: {topic: '${b}'}}\n"
+    "  b: {call: cli_flow:prepare, with: {topic: '${a}'}}\n",
+    "provider.yaml": "name: f\nagents:\n  w: {model: openaj:gpt-4o}\n"
+    "steps:\n  s: {agent: w, prompt: hi}\n",
+    "tool.yaml": "name: f\nagents:\n  w: {model: openai:gpt-4o, tools: [cli_flow:no_tool]}\n"
+    "steps:\n  s: {agent: w, prompt: hi}\n",
+}
+
 BAD_INPUTS: list[tuple[list[str], str]] = [
+    (["validate", "malformed.yaml"], "malformed.yaml:4:1: not valid YAML"),
+    (["run", "typo.yaml"], "typo.yaml:5:18: unknown agent 'writter'"),
+    (["validate", "cycle.yaml"], "cycle: a -> b -> a"),
+    (["validate", "provider.yaml"], "unknown model provider 'openaj'"),
+    (["run", "tool.yaml", "-i", '"x"'], "tool 'cli_flow:no_tool' does not import"),
+    (["validate", "missing.yaml"], "no file 'missing.yaml'"),
     (["runs", "--store", "bogus://x"], "unknown store URL 'bogus://x'"),
     (["show", "nope", "--store", "STORE"], "no run with id 'nope'"),
     (["resume", "nope", "--store", "STORE"], "no run with id 'nope'"),

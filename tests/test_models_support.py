@@ -245,6 +245,7 @@ def test_pinned_names() -> None:
         "ToolCall",
         "ToolSpec",
         "Usage",
+        "check_model_name",
         "cost",
         "resolve_model",
     ]

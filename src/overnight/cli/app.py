@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UserError
+from ..flow.compiled import FlowWorkflow, graph_lines
 from . import session, views
 from .exitcodes import ExitCode
 from .guard import STATE, command, json_arg
@@ -282,7 +283,8 @@ def validate(
     target: Annotated[str, typer.Argument(help="FILE.py:NAME, package.module:NAME or FILE.yaml")],
     debug: DebugOption = False,
 ) -> ExitCode:
-    """Check that a target loads as a workflow, without running it."""
+    """Check that a target loads as a workflow, without running it; for a flow, list its steps
+    with what each waits for."""
     workflow = load_target(target)
     ui.out.print(
         f"ok: {target} is workflow {workflow.name!r} (ref {workflow.ref}, "
@@ -290,6 +292,9 @@ def validate(
         markup=False,
         highlight=False,
     )
+    if isinstance(workflow, FlowWorkflow):
+        for line in graph_lines(workflow.spec):
+            ui.out.print(line, markup=False, highlight=False)
     return ExitCode.COMPLETED
 
 

@@ -12,7 +12,7 @@ from ..agent import Agent
 from ..context import Context
 from ..step import Step
 from ..workflow import Workflow
-from .check import check
+from .check import check, topological_order
 from .run import run_flow
 from .spec import Binding, Condition, Const, FlowSpec, NodeSpec, Ref, Template
 
@@ -133,3 +133,37 @@ def _describe_type(spec: Any) -> Any:
     if spec is None or isinstance(spec, dict):
         return spec
     return f"{getattr(spec, '__module__', '?')}:{getattr(spec, '__qualname__', repr(spec))}"
+
+
+def graph_lines(flow: FlowSpec, indent: str = "  ") -> list[str]:
+    """The flow as lines a person reads: each step, what it runs, and what it waits for."""
+    width = max((len(name) for name in flow.nodes), default=0)
+    lines = []
+    for name in topological_order(flow):
+        node = flow.nodes[name]
+        parts = [_what(node)]
+        if node.for_each is not None:
+            at_once = f", {node.concurrency} at once" if node.concurrency else ""
+            parts.append(f"for each {node.for_each.text()}{at_once}")
+        if node.when is not None:
+            parts.append(f"when {node.when.text()}")
+        if node.dependencies():
+            parts.append("after " + ", ".join(node.dependencies()))
+        lines.append(f"{indent}{name:<{width}}  " + " · ".join(parts))
+        if isinstance(node.target, FlowSpec):
+            bound = f"at most {node.max_iterations} times"
+            until = f", until {node.until.text()}" if node.until is not None else ""
+            lines.append(f"{indent}  loop {bound}{until}:")
+            lines.extend(graph_lines(node.target, indent + "    "))
+    return lines
+
+
+def _what(node: NodeSpec) -> str:
+    target = node.target
+    if isinstance(target, Agent):
+        return f"agent {target.name}"
+    if isinstance(target, Step):
+        return f"step {target.name} ({target.effect})"
+    if isinstance(target, Workflow):
+        return f"sub-workflow {target.ref}"
+    return "loop"

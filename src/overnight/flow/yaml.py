@@ -146,10 +146,10 @@ class _Reader:
                 self.problems.append(f"{doc.at('model')}: {model!r} is not a Model")
                 return "openai:unset"
             return found
-        from ..models import resolve_model
+        from ..models import check_model_name
 
         try:
-            resolve_model(model)  # unknown providers and missing extras fail here, not later
+            check_model_name(model)  # unknown providers and missing SDKs: here, not at run time
         except UserError as exc:
             self.problems.append(f"{doc.at('model')}: agent {agent!r}: {exc}")
         return model

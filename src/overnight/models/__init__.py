@@ -44,6 +44,7 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
     "Usage",
+    "check_model_name",
     "cost",
     "resolve_model",
 ]
@@ -59,6 +60,21 @@ _FAMILIES = {"gpt": "openai", "o1": "openai", "o3": "openai", "o4": "openai", "c
 
 def resolve_model(name: str, **options: Any) -> ProviderModel:
     """The model a `provider:model` string names; `options` go to the provider's class."""
+    factory, model = _provider_class(name)
+    model_object: ProviderModel = factory(model, **options)
+    return model_object
+
+
+def check_model_name(name: str) -> None:
+    """Raise UserError if `name` names no known provider, or its SDK is not installed.
+
+    Unlike `resolve_model`, no client is made, so no API key is needed yet.
+    """
+    _provider_class(name)
+
+
+def _provider_class(name: str) -> tuple[Any, str]:
+    """The provider class a `provider:model` string names, and the model part."""
     if not isinstance(name, str):
         raise UserError(f"a model name is a 'provider:model' string, got {name!r}")
     provider, sep, model = name.partition(":")
@@ -82,6 +98,4 @@ def resolve_model(name: str, **options: Any) -> ProviderModel:
         raise UserError(f"model name {name!r} has no model after {provider + ':'!r}")
     module_name, _, class_name = PROVIDERS[provider].partition(":")
     module = importlib.import_module(module_name)  # raises UserError naming the extra
-    factory = getattr(module, class_name)
-    model_object: ProviderModel = factory(model, **options)
-    return model_object
+    return getattr(module, class_name), model
