@@ -62,6 +62,32 @@ def current_rss_mb() -> float:
         return peak_rss_mb()
 
 
+def batch_figures(
+    *,
+    runs: int,
+    units: int,
+    unit: str,
+    wall: float,
+    cpu_s: float,
+    latencies: list[float],
+    base: float,
+) -> dict[str, Any]:
+    """The figures every "many runs at once" scenario reports: throughput, CPU per unit of work
+    (`unit`: step or turn; `units` per run), run latency percentiles, and memory."""
+    ordered = sorted(latencies)
+    return {
+        "wall_s": wall,
+        "runs_per_s": runs / wall,
+        "cpu_s": cpu_s,
+        "runs_per_cpu_s": runs / cpu_s,
+        f"cpu_us_per_{unit}": cpu_s / (runs * units) * 1e6,
+        "run_latency_p50_ms": ordered[len(ordered) // 2] * 1e3,
+        "run_latency_p99_ms": ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1e3,
+        "baseline_rss_mb": base,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def emit(obj: dict[str, Any]) -> None:
     """Print one JSON result line; the driver reads the last line that starts with '{'."""
     sys.stdout.write(json.dumps(obj, sort_keys=True, default=str) + "\n")

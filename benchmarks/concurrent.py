@@ -17,7 +17,7 @@ import os
 import tempfile
 from typing import Any
 
-from .common import cpu, current_rss_mb, emit, now, peak_rss_mb, workdir
+from .common import batch_figures, cpu, current_rss_mb, emit, now, workdir
 
 LATENCY_S = 0.02  # fixed by `workloads.slow_inc`
 
@@ -51,17 +51,11 @@ async def concurrent(store: str, runs: int, steps: int) -> dict[str, Any]:
         "steps": steps,
         "latency_ms": LATENCY_S * 1e3,
         "max_concurrent_runs": engine.max_concurrent_runs,
-        "wall_s": wall,
         "all_started_s": started,
         "ideal_wall_s": steps * LATENCY_S,
-        "runs_per_s": runs / wall,
-        "cpu_s": dc,
-        "runs_per_cpu_s": runs / dc,
-        "cpu_us_per_step": dc / (runs * steps) * 1e6,
-        "run_latency_p50_ms": latencies[len(latencies) // 2] * 1e3,
-        "run_latency_p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e3,
-        "baseline_rss_mb": base,
-        "peak_rss_mb": peak_rss_mb(),
+        **batch_figures(
+            runs=runs, units=steps, unit="step", wall=wall, cpu_s=dc, latencies=latencies, base=base
+        ),
     }
 
 

@@ -45,6 +45,7 @@ from pydantic import Field
 
 from .agents import growth_profile, probe_points
 from .common import (
+    batch_figures,
     checkpointed_bytes,
     cpu,
     current_rss_mb,
@@ -279,16 +280,10 @@ async def many(kind: str, runs: int, turns: int, latency_s: float) -> dict[str, 
         "turns": turns,
         "model_calls": calls,
         "latency_ms": latency_s * 1e3,
-        "wall_s": wall,
         "ideal_wall_s": turns * latency_s,
-        "runs_per_s": runs / wall,
-        "cpu_s": dc,
-        "runs_per_cpu_s": runs / dc,
-        "cpu_us_per_turn": dc / (runs * turns) * 1e6,
-        "run_latency_p50_ms": latencies[len(latencies) // 2] * 1e3,
-        "run_latency_p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e3,
-        "baseline_rss_mb": base,
-        "peak_rss_mb": peak_rss_mb(),
+        **batch_figures(
+            runs=runs, units=turns, unit="turn", wall=wall, cpu_s=dc, latencies=latencies, base=base
+        ),
     }
 
 

@@ -30,6 +30,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from .common import (
+    batch_figures,
     checkpointed_bytes,
     cpu,
     current_rss_mb,
@@ -248,16 +249,10 @@ async def concurrent(
         "runs": runs,
         "steps": steps,
         "latency_ms": latency_s * 1e3,
-        "wall_s": wall,
         "ideal_wall_s": steps * latency_s,
-        "runs_per_s": runs / wall,
-        "cpu_s": dc,
-        "runs_per_cpu_s": runs / dc,
-        "cpu_us_per_step": dc / (runs * steps) * 1e6,
-        "run_latency_p50_ms": lat[len(lat) // 2] * 1e3,
-        "run_latency_p99_ms": lat[max(0, int(len(lat) * 0.99) - 1)] * 1e3,
-        "baseline_rss_mb": base,
-        "peak_rss_mb": peak_rss_mb(),
+        **batch_figures(
+            runs=runs, units=steps, unit="step", wall=wall, cpu_s=dc, latencies=lat, base=base
+        ),
     }
 
 
