@@ -200,6 +200,8 @@ def _store_file_not_ours(folder: Path) -> tuple[str, Path]:
 
 
 BAD_YAML = {
+    "nokey.yaml": "name: nokey\nagents:\n  w: {model: openai:gpt-4o-mini}\n"
+    "steps:\n  s: {agent: w, prompt: hi}\n",
     "malformed.yaml": "name: f\nsteps:\n  a: [unclosed\n",
     "typo.yaml": "name: f\nagents:\n  writer: {model: openai:gpt-4o-mini}\n"
     "steps:\n  draft: {agent: writter, prompt: hi}\n",
@@ -327,3 +329,16 @@ def test_model_calls_show_tokens_cost_and_prompts(cli: tuple[CliRunner, str, Pat
     for text in ("Write one short line of verse.", "Topic: durability", "response from",
                  "Journal first, then act", "openai:gpt-4o"):  # fmt: skip
         assert text in shown.stdout
+
+
+def test_a_model_without_its_api_key_parks_the_run_with_the_fix(
+    cli: tuple[CliRunner, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner, store, _ = cli
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    done = invoke(runner, "run", "nokey.yaml", "--id", "nk", "--store", store)
+    assert done.exit_code == ExitCode.PARKED
+    assert "set the OPENAI_API_KEY environment variable" in done.stderr
+    assert "once the model's configuration is fixed: overnight resume nk" in done.stderr
+    assert "Traceback" not in done.output

@@ -473,9 +473,13 @@ def _with(request: ModelRequest, messages: list[Message]) -> ModelRequest:
     )
 
 
+FIX_THEN_RESUME = "Fix that, then resume the run"
+"""Ends the note of a run parked by a model it could not call (the CLI tells it by this)."""
+
+
 def _needs_a_person(agent: str, exc: Exception) -> str:
     return (
-        f"agent {agent!r} cannot reach its model: {exc} Fix that, then resume the run "
+        f"agent {agent!r} cannot call its model: {exc} {FIX_THEN_RESUME} "
         "(`overnight resume RUN`, or Engine.resume): the call is sent again, nothing earlier is."
     )
 

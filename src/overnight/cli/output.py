@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._engine import codec
+from ..agent import FIX_THEN_RESUME
 from ..store.base import RunRecord
 from .summary import StepRow, Tally, format_cost
 
@@ -203,6 +204,8 @@ def parked_fixes(record: RunRecord) -> list[str]:
     note = record.note or ""
     found = _STEP_IN_DOUBT.search(note)
     run = record.id
+    if FIX_THEN_RESUME in note:
+        return [f"once the model's configuration is fixed: overnight resume {run}"]
     if found is not None:
         key = found.group(1)
         return [

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 import pydantic
+from rich.markup import escape
 
 from .._engine import codec
 from ..engine import Engine
@@ -239,7 +240,7 @@ def report(ui: Ui, settings: Settings, record: RunRecord, tally: Any) -> ExitCod
             f"see its steps with `overnight show {record.id}`",
         )
     elif status == "parked":
-        ui.err.print(f"[yellow]parked[/] run {record.id}: {record.note}", markup=False)
+        ui.err.print(f"[yellow]parked[/] run {record.id}: {escape(record.note or '')}")
         for line in parked_fixes(record):
             ui.note(line, "yellow")
     elif status == "cancelled":
