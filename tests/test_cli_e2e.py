@@ -239,3 +239,28 @@ def test_the_demo_runs_offline_and_a_second_run_starts_afresh(cli: Cli) -> None:
     second = cli("demo", env=fast)
     assert "Starting demo-2" in second.stdout
     assert cli("runs", "--json").returncode == 0
+
+
+def test_the_same_commands_on_postgresql_with_two_workers(cli: Cli) -> None:
+    from tests.conftest import POSTGRES_URL, fresh_schema, with_options
+
+    with fresh_schema() as schema:
+        cli.env["OVERNIGHT_STORE"] = with_options(POSTGRES_URL, schema=schema)
+        cli.release()
+        for n in range(6):
+            queued = cli(
+                "run", "cli_flow.py:pipeline", "-i", f'"p{n}"', "--id", f"pg{n}", "--detach"
+            )
+            assert queued.returncode == 0, queued.stderr
+        workers = [cli.start("worker", "--poll-seconds", "0.1") for _ in range(2)]
+        wait_for(lambda: cli.count("publish") == 6, "two workers to finish six runs", timeout=60)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+        listed = cli("runs", "--json")
+        assert listed.returncode == 0, listed.stderr
+        runs = orjson.loads(listed.stdout)
+        assert sorted((r["id"], r["status"]) for r in runs) == [
+            (f"pg{n}", "completed") for n in range(6)
+        ]
+        assert (cli.count("prepare"), cli.count("gate"), cli.count("publish")) == (6, 6, 6)
