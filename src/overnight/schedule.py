@@ -22,6 +22,7 @@ import datetime as dt
 import difflib
 import re
 import zoneinfo
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -67,7 +68,11 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     known = sorted(zoneinfo.available_timezones())
     by_lower = {k.lower(): k for k in known}
     close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(repr(by_lower[c]) for c in close)}? " if close else ""
+    names = [repr(by_lower[c]) for c in close]
+    hint = ""
+    if names:
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        hint = f"did you mean {listed}? Otherwise "
     raise UserError(
         f"time zone {name!r} is unknown; {hint}give an IANA name such as 'UTC', "
         "'Europe/Paris' or 'America/New_York'"
@@ -119,6 +124,12 @@ class Plan:
     """The schedule's next tick after these."""
     missed: int
     """Due ticks that start no run (skipped by the policy, or past `MAX_CATCH_UP`)."""
+    counted: bool = True
+    """False when more than `COUNT_LIMIT` ticks were due: `missed` is then a lower bound."""
+
+
+COUNT_LIMIT = 1000
+"""Due ticks counted one by one, at most (about 0.1 s of croniter): beyond, a lower bound."""
 
 
 def plan(schedule: ScheduleRecord, now: float) -> Plan:
@@ -128,21 +139,21 @@ def plan(schedule: ScheduleRecord, now: float) -> Plan:
     cron, tz = schedule.cron, schedule.timezone
     latest = max(latest_tick(cron, tz, now), schedule.next_due)
     upcoming = next_tick(cron, tz, now)
-    # Due ticks, oldest first, counted up to the bound; beyond it only the latest ones matter.
-    due = [schedule.next_due]
-    while due[-1] < latest and len(due) <= MAX_CATCH_UP:
+    # The latest due ticks (only those can start), and how many are due in all.
+    due: deque[float] = deque([schedule.next_due], maxlen=MAX_CATCH_UP)
+    total = 1
+    while due[-1] < latest and total < COUNT_LIMIT:
         due.append(next_tick(cron, tz, due[-1]))
-    if due[-1] < latest:  # more than MAX_CATCH_UP: take the latest ones, counted backwards
-        due = [latest]
+        total += 1
+    counted = due[-1] >= latest
+    if not counted:  # too many to count: the latest ones, found backwards
+        due = deque([latest], maxlen=MAX_CATCH_UP)
         while len(due) < MAX_CATCH_UP:
-            due.insert(0, latest_tick(cron, tz, due[0] - 1))
-        total = MAX_CATCH_UP + 2  # at least; the exact count would mean walking them all
-    else:
-        total = len(due)
+            due.appendleft(latest_tick(cron, tz, due[0] - 1))
     if schedule.catch_up == "all":
-        ticks = due[-MAX_CATCH_UP:]
+        ticks = list(due)
     elif schedule.catch_up == "one":
-        ticks = due[-1:]
+        ticks = [due[-1]]
     else:
         ticks = [t for t in due if now - t <= GRACE_SECONDS]
-    return Plan(ticks=ticks, next_due=upcoming, missed=total - len(ticks))
+    return Plan(ticks=ticks, next_due=upcoming, missed=total - len(ticks), counted=counted)

@@ -114,7 +114,7 @@ async def _fire(engine: Engine, record: ScheduleRecord, now: float) -> list[RunR
     if fired is None:
         return []  # another worker fired it first, or it changed since it was read
     if plan.missed:
-        more = "at least " if plan.missed > sched.MAX_CATCH_UP else ""
+        more = "" if plan.counted else "at least "
         log.warning(
             "schedule %r: %s%d tick(s) missed while no worker ran start no run (catch-up "
             "policy %r%s)",
