@@ -112,7 +112,7 @@ BAD = [
     (
         ["add", "x", "0 6 * * *", "cli_flow:pipeline", "-i", '"s"', "--tz", "Europe/Pari"],
         "Did you mean 'Europe/Paris'",
-    ),  # fmt: skip
+    ),
     (["add", "x", "0 6 * * *", "no_such_module:flow"], "no module named 'no_such_module'"),
     (["add", "x", "0 6 * * *", "cli_flow:pipeline"], "needs an input (topic: str)"),
     (["add", "x y", "0 6 * * *", "cli_flow:pipeline", "-i", '"s"'], "is not allowed"),

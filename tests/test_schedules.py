@@ -110,7 +110,8 @@ async def test_add_list_pause_resume_remove(engine: Engine) -> None:
     )
     assert (added.workflow, added.catch_up, added.paused) == (report.ref, "all", False)
     assert added.next_due == sched.next_tick("0 6 * * *", "Europe/Paris", added.created_at)
-    assert added.next_due is not None and added.next_due > before
+    assert added.next_due is not None
+    assert added.next_due > before
     assert [s.name for s in await engine.list_schedules()] == ["nightly"]
     paused = await engine.pause_schedule("nightly")
     assert (paused.paused, paused.next_due) == (True, None)
@@ -162,7 +163,7 @@ async def test_mistakes_are_refused_with_what_to_do(engine: Engine) -> None:
         UserError, match="time zone 'Europe/Pari' is unknown; did you mean 'Europe/Paris'"
     ):
         await engine.add_schedule("x", "0 6 * * *", report, timezone="Europe/Pari")
-    with pytest.raises(WorkflowImportError, match="'tests.nowhere:flow' does not import"):
+    with pytest.raises(WorkflowImportError, match=r"'tests\.nowhere:flow' does not import"):
         await engine.add_schedule("x", "0 6 * * *", "tests.nowhere:flow")
     with pytest.raises(
         UserError, match="catch-up policy 'some' is unknown; use one of skip, one, all"
@@ -245,3 +246,63 @@ async def test_sqlite_engines_racing_start_one_run_per_tick(tmp_path: Any) -> No
     finally:
         for e in engines:
             await e.close()
+
+
+async def test_three_postgres_workers_run_each_tick_once(postgres_url: str) -> None:
+    """Three engines with their worker loops, every second, policy `all`: every tick from the
+    first to the last has one run, executed once, and no worker fired a tick another fired."""
+    engines = [
+        Engine(PostgresStore(postgres_url), poll_seconds=0.05, lease_seconds=5, drain_seconds=5)
+        for _ in range(3)
+    ]
+    fired: list[str] = []
+    for e in engines:
+        original = e.store.fire_schedule
+
+        async def counting(*args: Any, _fire: Any = original, **kwargs: Any) -> Any:
+            result = await _fire(*args, **kwargs)
+            fired.extend(r.id for r in result or [])
+            return result
+
+        e.store.fire_schedule = counting  # type: ignore[method-assign]
+        await e.open()
+    try:
+        await engines[0].add_schedule("sec", "* * * * * *", report, {}, catch_up="all")
+        deadline = time.monotonic() + 10
+        while len(await engines[0].list_runs()) < 3:
+            assert time.monotonic() < deadline, "the workers fired no ticks"
+            await asyncio.sleep(0.05)
+        await engines[0].pause_schedule("sec")
+        runs = await engines[0].list_runs()
+        for run in runs:
+            await engines[0].result(run.id, timeout=10)
+        runs = await engines[0].list_runs()
+    finally:
+        for e in engines:
+            await e.close()
+    assert sorted(fired) == sorted(r.id for r in runs)  # each tick fired by one worker, once
+    assert all(r.attempts == 1 for r in runs)
+    ticks = sorted(int(dt.datetime.fromisoformat(r.id.split(":", 2)[2]).timestamp()) for r in runs)
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))
+
+
+async def test_a_store_from_before_schedules_is_migrated(tmp_path: Any) -> None:
+    """A SQLite file at schema 1 (runs, no schedules) gains the schedules table; runs stay."""
+    import sqlite3
+
+    from overnight.store import sqlite_schema
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(sqlite_schema.MIGRATIONS[0])
+    conn.execute(f"PRAGMA application_id = {sqlite_schema.APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    async with Engine(f"sqlite:///{path}") as engine:
+        handle = await engine.start(report, {"n": 0}, run_id="old")
+        assert (await handle.result(timeout=10))["tick"] is None
+        await engine.add_schedule("new", "0 6 * * *", report, {})
+        assert [s.name for s in await engine.list_schedules()] == ["new"]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    conn.close()
