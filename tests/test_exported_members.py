@@ -50,6 +50,8 @@ def test_pinned_names() -> None:
         "RunRecord",
         "RunStatus",
         "RunTimeout",
+        "ScheduleNotFoundError",
+        "ScheduleRecord",
         "SerializationError",
         "StaleLeaseError",
         "Step",

@@ -75,6 +75,18 @@ COLUMNS = {
         ("created_at", "double precision", "NO", None, None),
     ],
     "blobs": [("digest", "text", "NO", None, None), ("data", "bytea", "NO", None, None)],
+    "schedules": [
+        ("name", "text", "NO", None, "C"),
+        ("cron", "text", "NO", None, None),
+        ("timezone", "text", "NO", None, None),
+        ("workflow", "text", "NO", None, None),
+        ("input", "bytea", "NO", None, None),
+        ("catch_up", "text", "NO", None, None),
+        ("paused", "boolean", "NO", "false", None),
+        ("next_due", "double precision", "YES", None, None),
+        ("created_at", "double precision", "NO", None, None),
+        ("updated_at", "double precision", "NO", None, None),
+    ],
     VERSION_TABLE: [
         ("version", "integer", "NO", None, None),
         ("applied_at", "timestamp with time zone", "NO", "now()", None),
@@ -95,6 +107,12 @@ INDEXES = [
     ),
     ("runs", "CREATE UNIQUE INDEX runs_pkey ON {s}.runs USING btree (id)"),
     ("runs", "CREATE INDEX runs_status ON {s}.runs USING btree (status, created_at)"),
+    (
+        "schedules",
+        "CREATE INDEX schedules_due ON {s}.schedules USING btree (next_due) "
+        "WHERE (next_due IS NOT NULL)",
+    ),
+    ("schedules", "CREATE UNIQUE INDEX schedules_pkey ON {s}.schedules USING btree (name)"),
     ("signals", "CREATE INDEX signals_by_name ON {s}.signals USING btree (run_id, name, seq)"),
     ("signals", "CREATE UNIQUE INDEX signals_pkey ON {s}.signals USING btree (seq)"),
     (
@@ -125,7 +143,7 @@ def schema_of(schema: str) -> tuple[dict[str, list[tuple[Any, ...]]], list[tuple
 async def test_schema_after_migrations(schema: str) -> None:
     store = await opened(url_for(schema))
     try:
-        assert store.migrated == LATEST == 1
+        assert store.migrated == LATEST == 2
         columns, indexes = schema_of(schema)
         assert columns == COLUMNS
         assert indexes == sorted(
@@ -137,7 +155,7 @@ async def test_schema_after_migrations(schema: str) -> None:
             .format(sql.Identifier(schema), sql.Identifier(VERSION_TABLE))
             .as_string(None)
         )
-        assert versions == [(1,)]
+        assert sorted(versions) == [(1,), (2,)]
     finally:
         await store.close()
     again = await opened(url_for(schema))  # reopening changes nothing

@@ -51,11 +51,18 @@ SCHEMA = [
     ("index", "runs_status", "runs", "CREATE INDEX runs_status ON runs (status, created_at)"),
     (
         "index",
+        "schedules_due",
+        "schedules",
+        "CREATE INDEX schedules_due ON schedules (next_due) WHERE next_due IS NOT NULL",
+    ),
+    (
+        "index",
         "signals_by_name",
         "signals",
         "CREATE INDEX signals_by_name ON signals (run_id, name, seq)",
     ),
     ("index", "sqlite_autoindex_runs_1", "runs", None),
+    ("index", "sqlite_autoindex_schedules_1", "schedules", None),
     ("index", "sqlite_autoindex_signals_1", "signals", None),
     (
         "table",
@@ -80,6 +87,15 @@ SCHEMA = [
         "attempts INTEGER NOT NULL DEFAULT 0, recoveries INTEGER NOT NULL DEFAULT 0, "
         "waiting BLOB, cancel_requested INTEGER NOT NULL DEFAULT 0, result BLOB, error BLOB, "
         "note TEXT, continued_to TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL )",
+    ),
+    (
+        "table",
+        "schedules",
+        "schedules",
+        "CREATE TABLE schedules ( name TEXT PRIMARY KEY, cron TEXT NOT NULL, "
+        "timezone TEXT NOT NULL, workflow TEXT NOT NULL, input BLOB NOT NULL, "
+        "catch_up TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0, next_due REAL, "
+        "created_at REAL NOT NULL, updated_at REAL NOT NULL )",
     ),
     (
         "table",
@@ -112,12 +128,12 @@ async def test_schema_after_migrations(tmp_path: Path) -> None:
     try:
         assert schema_of(store.conn) == SCHEMA
         assert pragmas(store.conn) == {
-            "user_version": 1,
+            "user_version": 2,
             "application_id": 0x4F564E54,  # "OVNT"
             "journal_mode": "wal",
             "synchronous": 2,  # FULL
         }
-        assert (LATEST, APPLICATION_ID) == (1, 0x4F564E54)
+        assert (LATEST, APPLICATION_ID) == (2, 0x4F564E54)
     finally:
         await store.close()
     # What the file itself keeps, as any other connection sees it; reopening changes nothing.
@@ -125,7 +141,7 @@ async def test_schema_after_migrations(tmp_path: Path) -> None:
     try:
         assert schema_of(other) == SCHEMA
         assert {k: v for k, v in pragmas(other).items() if k != "synchronous"} == {
-            "user_version": 1,
+            "user_version": 2,
             "application_id": 0x4F564E54,
             "journal_mode": "wal",
         }

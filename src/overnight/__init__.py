@@ -19,6 +19,7 @@ from .errors import (
     RunNotFoundError,
     RunParkedError,
     RunTimeout,
+    ScheduleNotFoundError,
     SerializationError,
     StaleLeaseError,
     StepFailed,
@@ -30,7 +31,7 @@ from .errors import (
 from .gate import Decision, GrantedTools, Policy, Principal, ToolCallRequest
 from .step import Effect, Found, NotFound, RetryPolicy, Step, Unknown, current_step, step
 from .store import open_store
-from .store.base import RunRecord, RunStatus
+from .store.base import RunRecord, RunStatus, ScheduleRecord
 from .tool import Tool, ToolArgumentsError, tool
 from .workflow import Workflow, workflow
 
@@ -65,6 +66,8 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "RunTimeout",
+    "ScheduleNotFoundError",
+    "ScheduleRecord",
     "SerializationError",
     "StaleLeaseError",
     "Step",

@@ -40,6 +40,15 @@ class Context:
         return self._run.run_id
 
     @property
+    def scheduled_at(self) -> dt.datetime | None:
+        """The tick (UTC) of the schedule that started this run; None if no schedule did.
+
+        Fixed when the run was created, so replays see the same value without journaling it.
+        """
+        tick = self._run.options.scheduled_at
+        return None if tick is None else dt.datetime.fromtimestamp(tick, dt.UTC)
+
+    @property
     def is_replaying(self) -> bool:
         """True while the code is re-reading journaled history rather than doing new work."""
         return self._run.journal.unvisited > 0

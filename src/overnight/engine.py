@@ -2,7 +2,9 @@
 
 Every call here is a thin, named operation on the store, so the CLI and the HTTP API wrap the
 same calls: `start`, `result`, `signal`, `cancel`, `resume`, `resolve_step`, `accept_changes`,
-`get_run`, `list_runs`, `journal`, and `serve` (the worker loop, draining on SIGTERM).
+`get_run`, `list_runs`, `journal`, the schedule calls (`add_schedule`, `list_schedules`,
+`pause_schedule`, `resume_schedule`, `remove_schedule`), and `serve` (the worker loop, draining
+on SIGTERM).
 
 An engine opened with `worker=True` (the default) also executes runs in the background; one
 opened with `worker=False` only steers runs that workers elsewhere execute.
@@ -21,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 import pydantic
 
-from ._engine import codec
+from ._engine import codec, scheduler
 from ._engine.executor import load_journal
 from ._engine.refs import import_ref
 from ._engine.run import RunOptions
@@ -32,13 +34,14 @@ from .errors import (
     RunFailedError,
     RunNotFoundError,
     RunParkedError,
+    ScheduleNotFoundError,
     SerializationError,
     UserError,
     WorkflowImportError,
 )
 from .step import Step
 from .store import open_store
-from .store.base import TERMINAL, Entry, NewRun, RunRecord, RunStatus, Store
+from .store.base import TERMINAL, Entry, NewRun, RunRecord, RunStatus, ScheduleRecord, Store
 from .workflow import Workflow
 
 O = TypeVar("O")  # noqa: E741
@@ -395,6 +398,67 @@ class Engine:
         record = await self.store.control(run_id, [(key, "control", data)], now=time.time())
         self._wake_worker()
         return record
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def add_schedule(
+        self,
+        name: str,
+        cron: str,
+        workflow: Workflow[Any, Any] | str,
+        input: Any = None,
+        *,
+        timezone: str = "UTC",
+        catch_up: str = "one",
+    ) -> ScheduleRecord:
+        """Start `workflow` with `input` at every tick of `cron` in `timezone` (replacing any
+        schedule of that name); `catch_up` (skip, one, all) says what to do with missed ticks."""
+        await self._ensure_open()
+        return await scheduler.add(
+            self,
+            name,
+            cron,
+            workflow,
+            input,
+            timezone=timezone,
+            catch_up=catch_up,
+            now=time.time(),
+        )
+
+    async def get_schedule(self, name: str) -> ScheduleRecord:
+        """The schedule named `name`; ScheduleNotFoundError if there is none."""
+        await self._ensure_open()
+        return await scheduler.get(self, name)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+        await self._ensure_open()
+        return await self.store.list_schedules()
+
+    async def remove_schedule(self, name: str) -> None:
+        """Delete a schedule (the runs it started stay)."""
+        await self._ensure_open()
+        if not await self.store.remove_schedule(name):
+            raise ScheduleNotFoundError(name)
+
+    async def pause_schedule(self, name: str) -> ScheduleRecord:
+        """Stop a schedule's ticks until it is resumed."""
+        await self._ensure_open()
+        return await scheduler.set_paused(self, name, True, time.time())
+
+    async def resume_schedule(self, name: str) -> ScheduleRecord:
+        """Resume a paused schedule from its next tick (ticks while paused start nothing)."""
+        await self._ensure_open()
+        return await scheduler.set_paused(self, name, False, time.time())
+
+    async def fire_schedules(self, *, now: float | None = None) -> list[RunRecord]:
+        """Start the runs of every due schedule tick; return them. The worker calls this at
+        each poll; `now` (default: the clock) lets tests and tools choose the moment."""
+        await self._ensure_open()
+        fired = await scheduler.fire_due(self, time.time() if now is None else now)
+        if fired:
+            self._wake_worker()
+        return fired
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ OvernightError
 ├── UserError                  misuse: fix the code or the call, then try again
 │   ├── SerializationError     a value cannot be journaled (or restored)
 │   ├── WorkflowImportError    a workflow reference does not import
-│   └── RunNotFoundError       no run with that id
+│   ├── RunNotFoundError       no run with that id
+│   └── ScheduleNotFoundError  no schedule with that name
 ├── StoreError                 the store cannot be used as asked
 │   ├── StoreFormatError       the file is not an overnight store, or is from a newer version
 │   └── StaleLeaseError        a write from a worker that no longer owns the run (fencing)
@@ -53,6 +54,17 @@ class RunNotFoundError(UserError):
             "or check that you opened the right store"
         )
         self.run_id = run_id
+
+
+class ScheduleNotFoundError(UserError):
+    """No schedule with the given name exists in the store."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"no schedule named {name!r} in this store; list schedules with "
+            "`overnight schedule list` (or `Engine.list_schedules()`)"
+        )
+        self.name = name
 
 
 class StoreError(OvernightError):

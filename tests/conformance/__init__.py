@@ -12,6 +12,7 @@ The tests are grouped by area, one mixin per module; `StoreConformance` gathers 
 - `journal`: append and commit, blobs, fencing of stale leases, `close` committing what is buffered.
 - `waits`: suspending (waiting, parked, queued), wake-ups, and signals.
 - `control`: cancel requests and control entries.
+- `schedules`: schedules put, paused and removed; the due ones; firing a tick into one run.
 - `reference`: random scripts of calls that must answer as the memory store does.
 
 Shared helpers (the made-up clock `T`, `LEASE`, short forms of protocol calls) are in `support`.
@@ -30,6 +31,7 @@ from .journal import JournalTests
 from .leases import LeaseTests
 from .reference import ReferenceTests
 from .runs import RunTests
+from .schedules import ScheduleTests
 from .waits import WaitTests
 
 __all__ = ["StoreConformance"]
@@ -37,7 +39,9 @@ __all__ = ["StoreConformance"]
 
 # pytest collects inherited tests from the last base first: the areas are listed in reverse, so the
 # suite runs in the order the docstring above lists them.
-class StoreConformance(ReferenceTests, ControlTests, WaitTests, JournalTests, LeaseTests, RunTests):
+class StoreConformance(
+    ReferenceTests, ScheduleTests, ControlTests, WaitTests, JournalTests, LeaseTests, RunTests
+):
     """Tests every Store implementation must pass. Subclasses provide `store_factory`."""
 
     @pytest.fixture

@@ -73,9 +73,14 @@ class RunOptions:
     """Seconds from the run's creation after which it fails with RunTimeout."""
     max_steps: int | None = None
     """Most step calls (executed or replayed) the run may make."""
+    scheduled_at: float | None = None
+    """The tick (Unix time) of the schedule that started the run, if one did."""
 
     def encode(self) -> bytes:
-        return orjson.dumps({"timeout": self.timeout, "max_steps": self.max_steps})
+        fields: dict[str, object] = {"timeout": self.timeout, "max_steps": self.max_steps}
+        if self.scheduled_at is not None:  # only then: unscheduled runs keep their bytes
+            fields["scheduled_at"] = self.scheduled_at
+        return orjson.dumps(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> RunOptions:

@@ -4,7 +4,8 @@ One worker runs many runs concurrently on one event loop. It claims runs whose `
 (new runs, timers due, signals or children that arrived, leases that expired elsewhere), renews
 the leases of the runs it holds every heartbeat, and learns at each heartbeat which runs were
 cancelled or taken over. In-process events (a run started, a signal sent through the same engine)
-wake it at once; otherwise it polls.
+wake it at once; otherwise it polls. At most once per poll interval it also fires the due ticks of
+schedules (`Engine.fire_schedules`): with many workers, each tick still starts one run.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Worker:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._schedules_at = 0.0
+        """Monotonic time of the next look for due schedule ticks."""
 
     def wake(self) -> None:
         """Something became due: claim now instead of at the next poll."""
@@ -62,6 +65,7 @@ class Worker:
         try:
             while not self._stopping:
                 self._wake.clear()
+                await self._fire_schedules()
                 free = engine.max_concurrent_runs - len(self.executors)
                 claimed: list[RunRecord] = []
                 if free > 0:
@@ -90,6 +94,16 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+
+    async def _fire_schedules(self) -> None:
+        """Start the runs of due schedule ticks, once per poll interval (a cheap read)."""
+        if time.monotonic() < self._schedules_at:
+            return
+        self._schedules_at = time.monotonic() + self.engine.poll_seconds
+        try:
+            await self.engine.fire_schedules()
+        except Exception:
+            log.exception("firing due schedules failed; trying again after a poll interval")
 
     def _spawn(self, record: RunRecord) -> None:
         executor = RunExecutor(self, record)

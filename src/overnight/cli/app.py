@@ -14,7 +14,7 @@ import typer
 
 from ..errors import UserError
 from ..flow.compiled import FlowWorkflow, graph_lines
-from . import session, views
+from . import schedules, session, views
 from .exitcodes import ExitCode
 from .guard import STATE, command, json_arg
 from .guard import run as run_
@@ -31,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+app.add_typer(schedules.app, name="schedule")
 
 StoreOption = Annotated[
     str | None,

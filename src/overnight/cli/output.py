@@ -111,12 +111,12 @@ def run_json(record: RunRecord) -> dict[str, Any]:
         "error": error_of(record),
         "waiting": orjson.loads(record.waiting) if record.waiting else None,
         "continued_to": record.continued_to,
-        "input": _decoded(record.input),
-        "output": _decoded(record.result) if record.result is not None else None,
+        "input": decoded(record.input),
+        "output": decoded(record.result) if record.result is not None else None,
     }
 
 
-def _decoded(raw: bytes) -> Any:
+def decoded(raw: bytes) -> Any:
     try:
         return pydantic_core.to_jsonable_python(codec.loads(raw), fallback=repr)
     except Exception:

@@ -111,14 +111,25 @@ def render() -> str:
     ]
     lines += _options(group, root, shared=True)
     for name, command in group.commands.items():
-        ctx = typer.Context(command, info_name=name, parent=root)
-        args = [p.name.upper() for p in command.params if p.param_type_name == "argument"]
-        lines += ["", f"### `overnight {name}`", ""]
-        lines += ["```", " ".join(["overnight", name, "[OPTIONS]", *args]), "```", ""]
-        lines += [inspect.cleandoc(command.help or ""), ""]
-        lines += _arguments(command)
-        lines += _options(command, ctx)
+        if isinstance(command, typer.core.TyperGroup):  # a group of commands: `schedule add`
+            lines += ["", f"### `overnight {name}`", "", inspect.cleandoc(command.help or "")]
+            parent = typer.Context(command, info_name=name, parent=root)
+            for sub, subcommand in command.commands.items():
+                lines += _command(f"{name} {sub}", subcommand, parent, "####")
+        else:
+            lines += _command(name, command, root, "###")
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip() + "\n"
+
+
+def _command(name: str, command: Any, parent: typer.Context, heading: str) -> list[str]:
+    ctx = typer.Context(command, info_name=name.rsplit(" ", 1)[-1], parent=parent)
+    args = [p.name.upper() for p in command.params if p.param_type_name == "argument"]
+    lines = ["", f"{heading} `overnight {name}`", ""]
+    lines += ["```", " ".join(["overnight", name, "[OPTIONS]", *args]), "```", ""]
+    lines += [inspect.cleandoc(command.help or ""), ""]
+    lines += _arguments(command)
+    lines += _options(command, ctx)
+    return lines
 
 
 def _arguments(command: Any) -> list[str]:

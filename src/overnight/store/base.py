@@ -11,6 +11,12 @@ returns once everything the caller buffered so far is durable. One store commit 
 that buffered entries since the last one (group commit), which is what makes many concurrent runs
 cheap. The engine calls `commit` at each durability barrier.
 
+Schedules (cron) are rows the control plane puts, pauses and removes; workers read the due ones
+and `fire_schedule` each: in one transaction it moves the schedule's `next_due` on and creates the
+runs of the ticks it fired, if and only if no one else fired it first (compare-and-set on the
+record read), so a tick starts one run however many workers race. What ticks to fire is computed
+outside the store, by `overnight.schedule`, the same for every backend.
+
 `due_at` drives scheduling: a run is claimable when `due_at <= now`. Every transition sets it:
 queued -> now, waiting -> its earliest timer (or None: only a signal or a child can wake it),
 running -> its lease expiry (so an expired lease makes the run claimable: takeover), terminal and
@@ -162,6 +168,36 @@ class Renewal:
     """Runs whose cancellation was requested."""
 
 
+CatchUp = Literal["skip", "one", "all"]
+"""What a schedule does with ticks missed while no worker ran (see `overnight.schedule`)."""
+
+
+@dataclass(slots=True)
+class ScheduleRecord:
+    """A schedule as the store knows it: start `workflow` at each tick of `cron`."""
+
+    name: str
+    """Unique name; the runs it starts are `sched:<name>:<tick, ISO 8601 UTC>`."""
+    cron: str
+    """Cron expression (5 fields, or 6 with seconds last), read in `timezone`."""
+    timezone: str
+    """IANA time zone the ticks are computed in, e.g. `Europe/Paris`."""
+    workflow: str
+    """Workflow reference, `module:attr` (or `yaml:path`)."""
+    input: bytes
+    """Encoded input given to every run."""
+    catch_up: CatchUp
+    """Ticks missed while no worker ran: start none (`skip`), the latest (`one`), or `all`."""
+    paused: bool
+    """A paused schedule starts nothing; resuming it goes on from the next tick."""
+    next_due: float | None
+    """Unix time of the next tick to fire (None while paused)."""
+    created_at: float
+    """Unix time the schedule was first put."""
+    updated_at: float
+    """Unix time of the last change (put, pause, resume, fire)."""
+
+
 class Store(Protocol):
     """Durable state of runs. Memory, SQLite (and later PostgreSQL) implement it."""
 
@@ -276,3 +312,40 @@ class Store(Protocol):
 
     async def signals(self, run_id: str, name: str, *, after_seq: int = 0) -> list[Signal]:
         """Signals of one name sent to a run with seq > after_seq, oldest first."""
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        """Create a schedule, or replace the one of that name (keeping its `created_at`)."""
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """The schedule with that name, or None."""
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Delete a schedule (its runs stay). False if there was none."""
+
+    async def pause_schedule(
+        self, name: str, *, paused: bool, next_due: float | None, now: float
+    ) -> ScheduleRecord:
+        """Set a schedule's paused flag and its `next_due`; ScheduleNotFoundError if none."""
+
+    async def due_schedules(self, *, now: float, limit: int) -> list[ScheduleRecord]:
+        """Up to `limit` schedules with `next_due <= now`, earliest first (none paused)."""
+
+    async def fire_schedule(
+        self,
+        schedule: ScheduleRecord,
+        *,
+        next_due: float,
+        runs: Sequence[NewRun],
+        now: float,
+    ) -> list[RunRecord] | None:
+        """Fire ticks of a schedule as read by `due_schedules`: in one transaction, set its
+        `next_due` and create `runs` (each idempotently, as `create_run`); return their records.
+
+        None, writing nothing, if the schedule changed since it was read (another worker fired
+        it, or it was paused, replaced or removed): `next_due` and `updated_at` are compared.
+        """

@@ -13,7 +13,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from ..errors import RunNotFoundError, StaleLeaseError, StoreError
+from ..errors import RunNotFoundError, ScheduleNotFoundError, StaleLeaseError, StoreError
 from .base import (
     TERMINAL,
     Entry,
@@ -23,6 +23,7 @@ from .base import (
     Renewal,
     RunRecord,
     RunStatus,
+    ScheduleRecord,
     Signal,
     Wait,
 )
@@ -60,6 +61,7 @@ class MemoryStore:
         self._due: list[tuple[float, int, str]] = []
         self._tiebreak = itertools.count()
         self._signal_seq = itertools.count(1)
+        self._schedules: dict[str, ScheduleRecord] = {}
         self.wakeups: list[Callable[[], None]] = []
         """Called when a run becomes due now, so an in-process worker need not poll."""
 
@@ -342,3 +344,59 @@ class MemoryStore:
 
     async def signals(self, run_id: str, name: str, *, after_seq: int = 0) -> list[Signal]:
         return [s for s in self._signals.get(run_id, ()) if s.name == name and s.seq > after_seq]
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        stored = dataclasses.replace(schedule)
+        existing = self._schedules.get(schedule.name)
+        if existing is not None:
+            stored.created_at = existing.created_at
+        self._schedules[schedule.name] = stored
+        return dataclasses.replace(stored)
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        found = self._schedules.get(name)
+        return None if found is None else dataclasses.replace(found)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return [dataclasses.replace(s) for _, s in sorted(self._schedules.items())]
+
+    async def remove_schedule(self, name: str) -> bool:
+        return self._schedules.pop(name, None) is not None
+
+    async def pause_schedule(
+        self, name: str, *, paused: bool, next_due: float | None, now: float
+    ) -> ScheduleRecord:
+        found = self._schedules.get(name)
+        if found is None:
+            raise ScheduleNotFoundError(name)
+        found.paused, found.next_due, found.updated_at = paused, next_due, now
+        return dataclasses.replace(found)
+
+    async def due_schedules(self, *, now: float, limit: int) -> list[ScheduleRecord]:
+        due = [
+            s
+            for s in self._schedules.values()
+            if not s.paused and s.next_due is not None and s.next_due <= now
+        ]
+        due.sort(key=lambda s: (s.next_due, s.name))
+        return [dataclasses.replace(s) for s in due[: max(limit, 0)]]
+
+    async def fire_schedule(
+        self,
+        schedule: ScheduleRecord,
+        *,
+        next_due: float,
+        runs: Sequence[NewRun],
+        now: float,
+    ) -> list[RunRecord] | None:
+        found = self._schedules.get(schedule.name)
+        if (
+            found is None
+            or found.paused
+            or (found.next_due, found.updated_at) != (schedule.next_due, schedule.updated_at)
+        ):
+            return None
+        found.next_due, found.updated_at = next_due, now
+        return [(await self.create_run(new, now=now))[0] for new in runs]

@@ -36,7 +36,8 @@ except ImportError as exc:  # tested in a subprocess that cannot import psycopg
 
 from .._engine.crash import crash_point
 from . import postgres_ops as ops
-from .base import Entry, EntryKind, Lease, NewRun, Renewal, RunRecord, Signal, Wait
+from . import postgres_schedules as schedules
+from .base import Entry, EntryKind, Lease, NewRun, Renewal, RunRecord, ScheduleRecord, Signal, Wait
 from .postgres_batch import Attempt, Batch, Create, Key, Op, write
 from .postgres_config import parse_url
 from .postgres_listen import Listener, channel_for
@@ -489,6 +490,66 @@ class PostgresStore:
             (run_id, name, after_seq),
         )
         return [Signal(*row) for row in rows]
+
+    # -- schedules (statements in postgres_schedules) -------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        _check_text(
+            name=schedule.name,
+            cron=schedule.cron,
+            timezone=schedule.timezone,
+            workflow=schedule.workflow,
+        )
+        result: ScheduleRecord = await self._submit(lambda tx: schedules.put(tx, schedule))
+        return result
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        if "\x00" in name:
+            return None
+        rows = await self._fetch(f"{schedules.SELECT} WHERE name = %s", (name,))
+        return schedules.record(rows[0]) if rows else None
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        rows = await self._fetch(f"{schedules.SELECT} ORDER BY name", ())
+        return [schedules.record(r) for r in rows]
+
+    async def remove_schedule(self, name: str) -> bool:
+        _check_text(name=name)
+        result: bool = await self._submit(lambda tx: schedules.remove(tx, name))
+        return result
+
+    async def pause_schedule(
+        self, name: str, *, paused: bool, next_due: float | None, now: float
+    ) -> ScheduleRecord:
+        _check_text(name=name)
+        result: ScheduleRecord = await self._submit(
+            lambda tx: schedules.pause(tx, name, paused, next_due, now)
+        )
+        return result
+
+    async def due_schedules(self, *, now: float, limit: int) -> list[ScheduleRecord]:
+        rows = await self._fetch(
+            f"{schedules.SELECT} WHERE next_due <= %s AND NOT paused "
+            "ORDER BY next_due, name LIMIT %s",
+            (now, max(limit, 0)),
+        )
+        return [schedules.record(r) for r in rows]
+
+    async def fire_schedule(
+        self,
+        schedule: ScheduleRecord,
+        *,
+        next_due: float,
+        runs: Sequence[NewRun],
+        now: float,
+    ) -> list[RunRecord] | None:
+        for new in runs:
+            _check_new(new)
+        runs = list(runs)
+        result: list[RunRecord] | None = await self._submit(
+            lambda tx: schedules.fire(tx, schedule, next_due, runs, now)
+        )
+        return result
 
 
 def _check_text(**fields: str | None) -> None:

@@ -76,6 +76,24 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX signals_by_name ON {schema}.signals (run_id, name, seq)",
         "CREATE TABLE {schema}.blobs (digest text PRIMARY KEY, data bytea NOT NULL)",
     ],
+    # 2: schedules (cron), fired by workers into runs with ids `sched:<name>:<tick>`.
+    [
+        """
+        CREATE TABLE {schema}.schedules (
+            name text COLLATE "C" PRIMARY KEY,
+            cron text NOT NULL,
+            timezone text NOT NULL,
+            workflow text NOT NULL,
+            input bytea NOT NULL,
+            catch_up text NOT NULL,
+            paused boolean NOT NULL DEFAULT false,
+            next_due double precision,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL
+        )
+        """,
+        "CREATE INDEX schedules_due ON {schema}.schedules (next_due) WHERE next_due IS NOT NULL",
+    ],
 ]
 LATEST = len(MIGRATIONS)
 

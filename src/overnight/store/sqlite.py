@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from .._engine.crash import crash_point
 from ..errors import RunNotFoundError, StaleLeaseError, StoreError, UserError
+from . import sqlite_schedules as schedules
 from .base import (
     TERMINAL,
     Entry,
@@ -29,6 +30,7 @@ from .base import (
     NewRun,
     Renewal,
     RunRecord,
+    ScheduleRecord,
     Signal,
     Wait,
 )
@@ -627,6 +629,49 @@ class SqliteStore:
             (run_id, name, after_seq),
         ).fetchall()
         return [Signal(*row) for row in rows]
+
+    # -- schedules (statements in sqlite_schedules) -----------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        result: ScheduleRecord = await self._submit(lambda tx: schedules.put(tx.conn, schedule))
+        return result
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        return schedules.get(self.conn, name)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return schedules.list_all(self.conn)
+
+    async def remove_schedule(self, name: str) -> bool:
+        result: bool = await self._submit(lambda tx: schedules.remove(tx.conn, name))
+        return result
+
+    async def pause_schedule(
+        self, name: str, *, paused: bool, next_due: float | None, now: float
+    ) -> ScheduleRecord:
+        result: ScheduleRecord = await self._submit(
+            lambda tx: schedules.pause(tx.conn, name, paused, next_due, now)
+        )
+        return result
+
+    async def due_schedules(self, *, now: float, limit: int) -> list[ScheduleRecord]:
+        return schedules.due(self.conn, now, limit)
+
+    async def fire_schedule(
+        self,
+        schedule: ScheduleRecord,
+        *,
+        next_due: float,
+        runs: Sequence[NewRun],
+        now: float,
+    ) -> list[RunRecord] | None:
+        def op(tx: _Tx) -> list[RunRecord] | None:
+            if not schedules.advance(tx.conn, schedule, next_due, now):
+                return None
+            return [_create(tx, new, now)[0] for new in runs]
+
+        result: list[RunRecord] | None = await self._submit(op)
+        return result
 
 
 def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord:

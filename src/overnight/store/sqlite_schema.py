@@ -66,6 +66,22 @@ MIGRATIONS: list[str] = [
         data BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: schedules (cron), fired by workers into runs with ids `sched:<name>:<tick>`.
+    """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        cron TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        workflow TEXT NOT NULL,
+        input BLOB NOT NULL,
+        catch_up TEXT NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        next_due REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX schedules_due ON schedules (next_due) WHERE next_due IS NOT NULL;
+    """,
 ]
 LATEST = len(MIGRATIONS)
 
