@@ -264,3 +264,24 @@ def test_the_same_commands_on_postgresql_with_two_workers(cli: Cli) -> None:
             (f"pg{n}", "completed") for n in range(6)
         ]
         assert (cli.count("prepare"), cli.count("gate"), cli.count("publish")) == (6, 6, 6)
+
+
+def test_a_run_that_keeps_killing_its_worker_is_dead_listed_and_retried_by_hand(cli: Cli) -> None:
+    cli.release()
+    queued = cli("run", "cli_flow.py:pipeline", "-i", '"d"', "--id", "doomed", "--detach")
+    assert queued.returncode == 0, queued.stderr
+    cli.env["OVERNIGHT_CRASH_AT"] = "after_intent:1"  # every worker dies at its first intent
+    for _ in range(3):  # the first dies, the second takes over and dies, the third gives up
+        worker = cli.start("worker", "--lease-seconds", "0.5", "--poll-seconds", "0.1",
+                           "--max-recoveries", "1")  # fmt: skip
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # the third stays up, having nothing left to run
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+    del cli.env["OVERNIGHT_CRASH_AT"]
+    dead = cli("runs", "--status", "dead", "--json")
+    assert [r["id"] for r in orjson.loads(dead.stdout)] == ["doomed"]
+    retried = cli("resume", "doomed")
+    assert retried.returncode == ExitCode.COMPLETED, retried.stderr
+    assert orjson.loads(retried.stdout) == {"text": "D!", "size": 2}

@@ -320,6 +320,16 @@ def worker(
             "--drain-seconds", min=0, metavar="SECONDS", help="Time running steps get to finish."
         ),
     ] = 30.0,
+    max_recoveries: Annotated[
+        int,
+        typer.Option(
+            "--max-recoveries",
+            min=0,
+            metavar="N",
+            help="Takeovers of a run whose worker died before it is moved to 'dead' (then "
+            "`overnight resume RUN` retries it by hand).",
+        ),
+    ] = 10,
     store: StoreOption = None,
     debug: DebugOption = False,
 ) -> ExitCode:
@@ -332,6 +342,7 @@ def worker(
             poll_seconds=poll_seconds,
             max_concurrent_runs=concurrency,
             drain_seconds=drain_seconds,
+            max_recoveries=max_recoveries,
         )
     )
 
