@@ -88,6 +88,55 @@ def test_workers_killed_at_random_and_restarted_lose_and_repeat_nothing(url: str
     assert c.reinvocations > 0  # kills did land inside steps
 
 
+# -- named crash points, on PostgreSQL ----------------------------------------------------------
+
+POINTS = [
+    "after_claim:1",
+    "before_lease_renew:2",
+    "after_intent:4",
+    "after_effect:4",
+    "in_group_commit:6",
+    "after_commit:6",
+]
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_worker_killed_at_a_named_point_loses_and_repeats_nothing(
+    url: str, tmp_path: Path, point: str
+) -> None:
+    """A worker kills itself with SIGKILL at a named crash point while it holds runs; a second
+    worker takes them over once the leases expire; every run completes, nothing is repeated."""
+    with (
+        Ledger() as ledger,
+        Schema(url) as db,
+        Cluster(url, tmp_path, ledger=ledger, options=DEFAULT_ENGINE, pythonpath=PYTHONPATH) as cl,
+    ):
+        crashing = cl.spawn("crashing", crash_at=point)
+        expected = start_chains(url, runs=16, steps=6, lo=0.02, hi=0.08)
+        until("the worker to reach " + point, lambda: crashing.returncode is not None, timeout=30)
+        assert crashing.returncode == -signal.SIGKILL, crashing.stderr()
+        snapshot = Snapshot(
+            f"killed at {point}", frozenset(db.done_keys()), ledger_position(ledger)
+        )
+        cl.spawn("other")
+        until("every run completes", lambda: db.counts().get("completed") == 16, timeout=60)
+        assert cl.stop_all(timeout=30) == {"other": 0}
+        ledger.wait_idle(timeout=10)
+        check = check_runs(
+            ledger=ledger,
+            results=db.results(),
+            expected=expected,
+            done=db.done_keys(),
+            failures=db.failures(),
+            snapshots=[snapshot],
+            killed=["crashing"],
+        )
+    print(f"\nkilled at {point}: " + check.describe())
+    assert check.ok, check.describe()
+    assert (check.completed, check.committed_reinvoked, check.duplicate_effects) == (16, 0, 0)
+    assert check.max_keyed_reinvocations <= 1
+
+
 # -- SIGSTOP past the lease, then SIGCONT: the stopped worker is fenced out ---------------------
 
 

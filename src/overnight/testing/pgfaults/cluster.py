@@ -115,15 +115,23 @@ class Cluster:
         self.close()
 
     def spawn(
-        self, tag: str | None = None, *, url: str | None = None, **options: Any
+        self,
+        tag: str | None = None,
+        *,
+        url: str | None = None,
+        crash_at: str | None = None,
+        **options: Any,
     ) -> WorkerProc:
         """Start a worker (options override the cluster's engine options; `url` its store URL,
-        e.g. to give its connections an `application_name` of their own)."""
+        e.g. to give its connections an `application_name` of their own; `crash_at` a named
+        crash point, `name:n`, where it kills itself with SIGKILL)."""
         self._count += 1
         tag = tag or f"w{self._count}"
         config = {"url": url or self.url, "tag": tag, **self.options, **options}
         env = dict(os.environ)
         env.pop("OVERNIGHT_CRASH_AT", None)
+        if crash_at is not None:
+            env["OVERNIGHT_CRASH_AT"] = crash_at
         env["PYTHONPATH"] = self.pythonpath
         if self.ledger is not None:
             env.update(self.ledger.env(tag))
