@@ -46,11 +46,12 @@ class Cli:
             timeout=60,
         )
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        """Start a command; its stdout and stderr go to files the test can watch."""
+    def start(self, *args: str, log: str = "") -> subprocess.Popen[bytes]:
+        """Start a command; its stdout and stderr go to files the test can watch
+        (`stdout{log}.log`, `stderr{log}.log`)."""
         with (
-            (self.folder / "stdout.log").open("w") as out,
-            (self.folder / "stderr.log").open("w") as err,
+            (self.folder / f"stdout{log}.log").open("w") as out,
+            (self.folder / f"stderr{log}.log").open("w") as err,
         ):
             return subprocess.Popen([OVERNIGHT, *args], cwd=self.folder, env=self.env,
                                     stdout=out, stderr=err)  # fmt: skip
@@ -62,8 +63,29 @@ class Cli:
         path = self.folder / f"{name}.count"
         return len(path.read_text().splitlines()) if path.exists() else 0
 
-    def logged(self, text: str) -> Callable[[], bool]:
-        return lambda: text in (self.folder / "stderr.log").read_text()
+    def logged(self, text: str, log: str = "") -> Callable[[], bool]:
+        return lambda: text in (self.folder / f"stderr{log}.log").read_text()
+
+    def workers(self, n: int) -> list[subprocess.Popen[bytes]]:
+        """`n` `overnight worker` processes, returned once each has its signal handlers."""
+        started = [self.start("worker", "--poll-seconds", "0.05", log=str(i)) for i in range(n)]
+        for i in range(n):
+            wait_for(self.logged("Ctrl-C or SIGTERM stops it", str(i)), f"worker {i} to start")
+        return started
+
+    @staticmethod
+    def stop(workers: list[subprocess.Popen[bytes]]) -> list[int]:
+        """SIGTERM each worker; their exit codes (a worker still up after 30 s is killed)."""
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        codes = []
+        for worker in workers:
+            try:
+                codes.append(worker.wait(timeout=30))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                codes.append(worker.wait())
+        return codes
 
     def release(self) -> None:
         (self.folder / "release").touch()
@@ -252,11 +274,11 @@ def test_the_same_commands_on_postgresql_with_two_workers(cli: Cli) -> None:
                 "run", "cli_flow.py:pipeline", "-i", f'"p{n}"', "--id", f"pg{n}", "--detach"
             )
             assert queued.returncode == 0, queued.stderr
-        workers = [cli.start("worker", "--poll-seconds", "0.1") for _ in range(2)]
-        wait_for(lambda: cli.count("publish") == 6, "two workers to finish six runs", timeout=60)
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=30) == 0
+        workers = cli.workers(2)
+        try:
+            wait_for(lambda: cli.count("publish") == 6, "two workers to finish six runs", 60)
+        finally:
+            assert cli.stop(workers) == [0, 0]
         listed = cli("runs", "--json")
         assert listed.returncode == 0, listed.stderr
         runs = orjson.loads(listed.stdout)
@@ -296,12 +318,12 @@ def test_three_worker_processes_on_postgresql_start_each_tick_once(cli: Cli) -> 
         added = cli("schedule", "add", "every-second", "* * * * * *", "cli_flow.py:pipeline",
                     "--input", '"tick"', "--catch-up", "all")  # fmt: skip
         assert added.returncode == 0, added.stderr
-        workers = [cli.start("worker", "--poll-seconds", "0.05") for _ in range(3)]
-        wait_for(lambda: cli.count("publish") >= 4, "four ticks to run", timeout=30)
-        assert cli("schedule", "pause", "every-second").returncode == 0
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=30) == 0
+        workers = cli.workers(3)
+        try:
+            wait_for(lambda: cli.count("publish") >= 4, "four ticks to run", timeout=30)
+            assert cli("schedule", "pause", "every-second").returncode == 0
+        finally:
+            assert cli.stop(workers) == [0, 0, 0]
         runs = orjson.loads(cli("runs", "--json").stdout)
     ticks = sorted(r["id"] for r in runs)
     assert all(t.startswith("sched:every-second:") for t in ticks)

@@ -194,26 +194,28 @@ async def cancel(ui: Ui, url: str, run_id: str) -> ExitCode:
 async def work(ui: Ui, url: str, **settings: Any) -> ExitCode:
     """`overnight worker`: the engine's worker loop until SIGTERM or Ctrl-C, then drain."""
     engine = Engine(url, **settings)
-    async with engine:
-        ui.note(
-            f"worker {engine.worker_id} on {url}; Ctrl-C or SIGTERM stops it after letting "
-            f"running steps finish (up to {engine.drain_seconds:g} s)",
-            "green",
-        )
-        counts = await engine.store.count_runs()
-        due = sum(counts.get(s, 0) for s in ("queued", "waiting", "running"))
-        ui.note(f"{due} run(s) queued, waiting or running in this store")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signals.SIGTERM, signals.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
+    # The handlers come first: a SIGTERM while the worker starts must drain it too, not kill it
+    # with runs already claimed.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signals.SIGTERM, signals.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with engine:
+            ui.note(
+                f"worker {engine.worker_id} on {url}; Ctrl-C or SIGTERM stops it after letting "
+                f"running steps finish (up to {engine.drain_seconds:g} s)",
+                "green",
+            )
+            counts = await engine.store.count_runs()
+            due = sum(counts.get(s, 0) for s in ("queued", "waiting", "running"))
+            ui.note(f"{due} run(s) queued, waiting or running in this store")
             await stop.wait()
             busy = len(engine.active_runs())
             ui.note(f"draining: {busy} run(s) in progress finish their running steps", "yellow")
             await engine.stop_worker()
-        finally:
-            for sig in (signals.SIGTERM, signals.SIGINT):
-                loop.remove_signal_handler(sig)
+    finally:
+        for sig in (signals.SIGTERM, signals.SIGINT):
+            loop.remove_signal_handler(sig)
     ui.note("worker stopped; its unfinished runs are queued for the next worker", "green")
     return ExitCode.COMPLETED
