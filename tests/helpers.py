@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from overnight import Engine, RunRecord
+from overnight import Engine, RunNotFoundError, RunRecord
 
 
 async def until_status(
@@ -20,9 +20,13 @@ async def until_status(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        record = await engine.get_run(run_id)
-        if record.status == status and (after is None or after(record)):
+        try:
+            record: RunRecord | None = await engine.get_run(run_id)
+        except RunNotFoundError:  # not started yet (e.g. a child its parent is about to start)
+            record = None
+        if record is not None and record.status == status and (after is None or after(record)):
             return record
         if loop.time() > deadline:
-            raise AssertionError(f"run {run_id!r} stayed {record.status!r}; expected {status!r}")
+            now = "did not exist" if record is None else f"stayed {record.status!r}"
+            raise AssertionError(f"run {run_id!r} {now}; expected {status!r}")
         await asyncio.sleep(0.01)

@@ -285,6 +285,62 @@ async def test_child_runs(engine: Engine) -> None:
     assert await engine.run(parent_of_failure, run_id="pf") == "failed"
 
 
+@workflow
+async def waits_for_word(ctx: Context) -> str:
+    return str(await ctx.wait_signal("word"))
+
+
+@workflow
+async def grandparent(ctx: Context) -> str:
+    return await ctx.child(middle)
+
+
+@workflow
+async def middle(ctx: Context) -> str:
+    return await ctx.child(waits_for_word)
+
+
+@workflow
+async def busy_parent(ctx: Context) -> list[str]:
+    """Starts a child, then works on a step while the child waits (the parent stays held)."""
+    child = await ctx.start_child(waits_for_word)
+    await slow_step()
+    return [await child.result()]
+
+
+@step(effect="pure")
+async def slow_step() -> None:
+    await asyncio.sleep(30)
+
+
+async def test_cancelling_a_waiting_parent_cancels_its_descendants(engine: Engine) -> None:
+    await engine.start(grandparent, run_id="g")
+    leaf = "g/child:middle#1/child:waits_for_word#1"
+    await until_status(engine, leaf, "waiting")
+    await engine.cancel("g")
+    for run_id in ("g", "g/child:middle#1", leaf):
+        await until_status(engine, run_id, "cancelled")
+
+
+async def test_cancelling_a_parent_a_worker_holds_cancels_its_child(engine: Engine) -> None:
+    await engine.start(busy_parent, run_id="b")
+    await until_status(engine, "b/child:waits_for_word#1", "waiting")
+    await until_status(engine, "b", "running")
+    await engine.cancel("b")
+    await until_status(engine, "b", "cancelled")
+    await until_status(engine, "b/child:waits_for_word#1", "cancelled")
+
+
+async def test_a_finished_child_stays_finished_when_its_parent_is_cancelled(engine: Engine) -> None:
+    await engine.start(busy_parent, run_id="f")
+    await until_status(engine, "f/child:waits_for_word#1", "waiting")
+    await engine.signal("f/child:waits_for_word#1", "word", "done")
+    await until_status(engine, "f/child:waits_for_word#1", "completed")
+    await engine.cancel("f")
+    await until_status(engine, "f", "cancelled")
+    assert (await engine.get_run("f/child:waits_for_word#1")).status == "completed"
+
+
 async def test_cancel_running_run_is_not_swallowed_by_except_exception(engine: Engine) -> None:
     @workflow
     async def stubborn(ctx: Context) -> str:

@@ -27,6 +27,7 @@ from ._engine import codec, scheduler
 from ._engine.executor import load_journal
 from ._engine.refs import import_ref
 from ._engine.run import RunOptions
+from ._engine.waits import cancel_children
 from ._engine.worker import Worker, default_worker_id
 from .errors import (
     RunCancelledError,
@@ -346,12 +347,17 @@ class Engine:
         return sent is not None
 
     async def cancel(self, run_id: str) -> RunRecord:
-        """Cancel a run: at once if no worker holds it, else within one heartbeat."""
+        """Cancel a run and the child runs it started: at once if no worker holds them, else
+        within one heartbeat."""
         await self._ensure_open()
         record = await self.store.request_cancel(run_id, now=time.time())
-        if self._worker is not None:
-            self._worker.cancel_local(run_id)
-        self.notify_changed(run_id)
+        cancelled = [run_id]
+        if record.status == "cancelled":  # no worker held it: no worker will cancel its children
+            cancelled += await cancel_children(self.store, run_id, now=time.time())
+        for each in cancelled:
+            if self._worker is not None:
+                self._worker.cancel_local(each)
+            self.notify_changed(each)
         return record
 
     async def resume(self, run_id: str) -> RunRecord:

@@ -24,6 +24,7 @@ from .crash import crash_point
 from .journal import Divergence, JournalIndex
 from .run import ContinueAsNew, Drain, Park, RunOptions, RunState, Suspend
 from .scope import CURRENT, Scope
+from .waits import cancel_children
 
 if TYPE_CHECKING:
     from ..workflow import Workflow
@@ -221,6 +222,12 @@ class RunExecutor:
         await self.store.finish(
             self.lease, status="cancelled", result=None, error=orjson.dumps(error), now=time.time()
         )
+        try:
+            await cancel_children(self.store, run.run_id, now=time.time())
+        except StoreError:
+            log.warning(
+                "run %s: its children could not all be cancelled", run.run_id, exc_info=True
+            )
 
     async def _continue_as_new(self, run: RunState, input: Any) -> None:
         base, _, generation = run.run_id.partition("~")

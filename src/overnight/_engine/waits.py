@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import ChildFailed
-from ..store.base import TERMINAL, NewRun, Signal, Wait
+from ..errors import ChildFailed, RunNotFoundError
+from ..store.base import TERMINAL, NewRun, Signal, Store, Wait
 from . import codec
 from .crash import crash_point
 from .run import RunState, Suspend
@@ -167,3 +167,33 @@ async def start_child(
     )
     await run.store.create_run(new, now=time.time())
     return ChildHandle(run, key, child_id)
+
+
+async def cancel_children(store: Store, run_id: str, *, now: float) -> list[str]:
+    """Cancel the unfinished child runs `run_id` started (read from its journal); the ids asked.
+
+    A child no worker holds ends cancelled at once, and its own children are cancelled here; a
+    child a worker holds is flagged, and its worker does the same for its children when it ends
+    it, within one heartbeat.
+    """
+    asked: list[str] = []
+    after = -1
+    while True:
+        page = await store.read_journal(run_id, after_seq=after, limit=1000)
+        for entry in page:
+            if entry.kind != "child":
+                continue
+            child = orjson.loads(entry.data)["run_id"]
+            try:
+                before = await store.get_run(child)
+                if before is None or before.status in TERMINAL:
+                    continue
+                record = await store.request_cancel(child, now=now)
+            except RunNotFoundError:
+                continue
+            asked.append(child)
+            if record.status == "cancelled":
+                asked += await cancel_children(store, child, now=now)
+        if len(page) < 1000:
+            return asked
+        after = page[-1].seq
