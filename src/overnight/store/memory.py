@@ -106,11 +106,11 @@ class MemoryStore:
             id=new.id,
             workflow=new.workflow,
             version=new.version,
-            input=new.input,
+            input=_own(new.input),
             status="queued",
             created_at=now,
             updated_at=now,
-            options=new.options,
+            options=_own(new.options),
             parent_id=new.parent_id,
         )
         self._runs[run.id] = run
@@ -251,9 +251,9 @@ class MemoryStore:
                 message = out_of_order(lease.run_id, entry.seq, len(journal) + i - 1)
                 self._refused[(lease.run_id, lease.epoch)] = message
                 raise StoreError(message)
-        journal.extend(entries)
+        journal.extend(entry._replace(data=_own(entry.data)) for entry in entries)
         if blobs:
-            self._blobs.update(blobs)
+            self._blobs.update((digest, _own(raw)) for digest, raw in blobs.items())
 
     async def commit(self, lease: Lease) -> None:
         self._held(lease)
@@ -270,7 +270,7 @@ class MemoryStore:
     ) -> None:
         run = self._held(lease)
         run.status = status
-        run.result = result
+        run.result = None if result is None else _own(result)
         run.error = error
         run.owner = None
         run.cancel_requested = False
@@ -400,3 +400,12 @@ class MemoryStore:
             return None
         found.next_due, found.updated_at = next_due, now
         return [(await self.create_run(new, now=now))[0] for new in runs]
+
+
+def _own(data: bytes) -> bytes:
+    """A copy of exactly `data`'s size, to keep.
+
+    orjson's `dumps` returns bytes objects that hold a 4 KB allocation however short their
+    content; kept as they are, a journal of short entries would cost 4 KB per entry.
+    """
+    return bytes(memoryview(data))
