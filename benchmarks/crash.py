@@ -28,7 +28,14 @@ def crash_trials(trials: int, jobs: int, seed: int) -> dict[str, Any]:
     print(result.table(), file=sys.stderr)
     for failure in result.failures:
         print(failure, file=sys.stderr)
-    return {"scenario": "crash", "available": True, "trials": trials, "counts": result.summary()}
+    failures = [str(f)[:4000] for f in result.failures]  # kept for investigation
+    return {
+        "scenario": "crash",
+        "available": True,
+        "trials": trials,
+        "counts": result.summary(),
+        "failures": failures,
+    }
 
 
 def agent_crash_trials(trials: int, jobs: int, seed: int) -> dict[str, Any]:
@@ -37,7 +44,14 @@ def agent_crash_trials(trials: int, jobs: int, seed: int) -> dict[str, Any]:
     for failure in result.kernel.failures:
         print(failure, file=sys.stderr)
     counts = result.summary()
-    return {"scenario": "agent_crash", "available": True, "trials": trials, "counts": counts}
+    failures = [str(f)[:4000] for f in result.kernel.failures]  # kept for investigation
+    return {
+        "scenario": "agent_crash",
+        "available": True,
+        "trials": trials,
+        "counts": counts,
+        "failures": failures,
+    }
 
 
 def main() -> None:
