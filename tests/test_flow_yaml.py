@@ -211,3 +211,59 @@ def test_any_text_loads_or_fails_with_a_flow_error(text: str, tmp_path: Path) ->
     path = tmp_path / "fuzz.yaml"
     path.write_text(text)
     assert outcome(path)
+
+
+async def test_a_yaml_loop_and_for_each_run_like_their_python_twins(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        name: revision
+        steps:
+          revise:
+            loop:
+              max_iterations: 5
+              until: output.approved
+              input: ${input}
+              steps:
+                count:
+                  call: tests.flow_defs:count
+                  effect: pure
+                  with: {previous: "${previous}"}
+                judge:
+                  call: tests.flow_defs:judge
+                  effect: pure
+                  with: {count: "${count}", topic: "${input}"}
+              output:
+                count: ${count}
+                approved: ${judge}
+          doubled:
+            call: tests.test_flows:add
+            effect: pure
+            for_each: ${input.numbers}
+            concurrency: 2
+            with: {a: "${item}", b: "${item}"}
+        """,
+    )
+    flow = load_workflow_file(path)
+    assert flow.describe()["nodes"][0] == defs.revision.describe()["nodes"][0]
+    async with Engine("memory://") as engine:
+        out = await engine.run(flow, {"numbers": [1, 2, 3]})
+    assert out == {"revise": {"count": 3, "approved": True}, "doubled": [2, 4, 6]}
+
+
+async def test_a_yaml_flow_runs_another_yaml_file_as_a_child_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # runs record their files relative to the working directory
+    (tmp_path / "child.yaml").write_text(
+        "name: child\nsteps:\n  sum:\n    call: tests.test_flows:add\n    effect: pure\n"
+        "    with: {a: '${input.a}', b: 10}\noutput: ${sum}\n"
+    )
+    (tmp_path / "parent.yaml").write_text(
+        "name: parent\nsteps:\n  sub:\n    workflow: child.yaml\n    input: {a: '${input}'}\n"
+        "output: ${sub}\n"
+    )
+    async with Engine("memory://") as engine:
+        assert await engine.run(load_workflow_file("parent.yaml"), 5, run_id="p") == 15
+        child = await engine.get_run("p/flow#1/sub/child:child#1")
+    assert (child.workflow, child.status) == ("yaml:child.yaml", "completed")

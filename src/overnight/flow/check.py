@@ -15,7 +15,16 @@ from collections.abc import Iterable
 from ..agent import Agent
 from ..step import Step
 from ..workflow import Workflow
-from .spec import SPECIAL_ROOTS, Binding, Const, FlowError, FlowSpec, NodeSpec, Ref, Template
+from .spec import (
+    SPECIAL_ROOTS,
+    Binding,
+    Const,
+    FlowError,
+    FlowSpec,
+    NodeSpec,
+    Ref,
+    binding_refs,
+)
 
 
 def check(flow: FlowSpec) -> list[str]:
@@ -168,13 +177,7 @@ def _check_cycles(flow: FlowSpec, problems: list[str]) -> None:
 
 def output_refs(output: Binding | dict[str, Binding] | None) -> list[Ref]:
     bindings = list(output.values()) if isinstance(output, dict) else [output]
-    found: list[Ref] = []
-    for binding in bindings:
-        if isinstance(binding, Ref):
-            found.append(binding)
-        elif isinstance(binding, Template):
-            found.extend(binding.refs())
-    return found
+    return [ref for binding in bindings for ref in binding_refs(binding)]
 
 
 def _check_output(flow: FlowSpec, names: list[str], problems: list[str]) -> None:

@@ -14,7 +14,7 @@ from ..step import Step
 from ..workflow import Workflow
 from .check import check, topological_order
 from .run import run_flow
-from .spec import Binding, Condition, Const, FlowSpec, NodeSpec, Ref, Template
+from .spec import Binding, Condition, Const, FlowSpec, NodeSpec, Ref, Struct, Template
 
 
 class FlowWorkflow(Workflow[Any, Any]):
@@ -113,6 +113,9 @@ def _describe_binding(binding: Binding) -> Any:
         return "${" + binding.text() + "}"
     if isinstance(binding, Template):
         return binding.text()
+    if isinstance(binding, Struct):
+        items = [(k, _describe_binding(b)) for k, b in binding.items]
+        return [v for _, v in items] if binding.is_list else {str(k): v for k, v in items}
     assert isinstance(binding, Const)
     return {"const": binding.value}
 

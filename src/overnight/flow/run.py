@@ -29,7 +29,7 @@ from ..output import OutputMismatch, OutputType
 from ..step import Step
 from ..workflow import Workflow
 from .check import topological_order
-from .spec import Binding, Const, FlowSpec, NodeSpec, Ref, Template
+from .spec import Binding, Const, FlowSpec, NodeSpec, Ref, Struct, Template
 
 
 class FlowRunError(OvernightError):
@@ -150,6 +150,9 @@ def render(binding: Binding, env: Mapping[str, Any], node: NodeSpec | None) -> A
         return binding.value
     if isinstance(binding, Ref):
         return resolve(binding, env, node)
+    if isinstance(binding, Struct):
+        values = [(k, render(b, env, node)) for k, b in binding.items]
+        return [v for _, v in values] if binding.is_list else dict(values)
     assert isinstance(binding, Template)
     return "".join(
         p if isinstance(p, str) else to_text(resolve(p, env, node)) for p in binding.parts

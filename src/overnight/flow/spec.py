@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,7 +86,31 @@ class Const:
     value: Any
 
 
-Binding = Ref | Template | Const
+@dataclass(frozen=True)
+class Struct:
+    """A mapping or list whose values are bindings: `{title: ${plan.title}, draft: true}`."""
+
+    items: tuple[tuple[str | int, Binding], ...]
+    is_list: bool = False
+
+    def refs(self) -> list[Ref]:
+        found: list[Ref] = []
+        for _, binding in self.items:
+            found.extend(binding_refs(binding))
+        return found
+
+
+Binding = Ref | Template | Const | Struct
+
+
+def binding_refs(binding: Binding | None) -> list[Ref]:
+    """Every reference a binding reads."""
+    if isinstance(binding, Ref):
+        return [binding]
+    if isinstance(binding, Template | Struct):
+        return binding.refs()
+    return []
+
 
 OPERATORS = ("==", "!=", ">=", "<=", ">", "<", "in")
 
@@ -150,10 +175,7 @@ class NodeSpec:
     def refs(self) -> list[Ref]:
         found: list[Ref] = []
         for binding in self.bindings.values():
-            if isinstance(binding, Ref):
-                found.append(binding)
-            elif isinstance(binding, Template):
-                found.extend(binding.refs())
+            found.extend(binding_refs(binding))
         if self.when is not None:
             found.append(self.when.ref)
         if self.for_each is not None:
@@ -197,8 +219,17 @@ def parse_ref(text: str) -> Ref:
 def parse_binding(value: Any) -> Binding:
     """A string that is exactly `${ref}` binds the value itself; other `${...}` text is a
     template; anything else is a constant."""
-    if isinstance(value, Ref):
+    if isinstance(value, Ref | Template | Const | Struct):
         return value
+    if isinstance(value, Mapping | list | tuple):
+        is_list = not isinstance(value, Mapping)
+        pairs = value.items() if isinstance(value, Mapping) else enumerate(value)
+        items = tuple((k, parse_binding(v)) for k, v in pairs)
+        if all(isinstance(b, Const) for _, b in items):
+            values = [b.value for _, b in items if isinstance(b, Const)]
+            keys = [k for k, _ in items]
+            return Const(values if is_list else dict(zip(keys, values, strict=True)))
+        return Struct(items, is_list)
     if not isinstance(value, str) or "${" not in value:
         return Const(value)
     whole = _PLACEHOLDER.fullmatch(value.strip())
