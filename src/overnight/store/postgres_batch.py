@@ -100,12 +100,7 @@ async def write(tx: ops.Tx, batch: Batch, attempt: Attempt, next_seq: Mapping[Ke
             else:
                 attempt.stale.add(key)
     rows = await _journal_rows(tx, batch, attempt, next_seq)
-    if rows:
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO entries (run_id, seq, key, kind, data) VALUES (%s, %s, %s, %s, %s)",
-                rows,
-            )
+    await ops.insert_entries(conn, rows)
     blobs = {
         digest: data
         for lease, items in batch.blobs
@@ -113,11 +108,12 @@ async def write(tx: ops.Tx, batch: Batch, attempt: Attempt, next_seq: Mapping[Ke
         for digest, data in items.items()
     }
     if blobs:
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                sorted(blobs.items()),
-            )
+        digests, datas = zip(*sorted(blobs.items()), strict=True)
+        await conn.execute(
+            "INSERT INTO blobs (digest, data) SELECT * FROM unnest(%s::text[], %s::bytea[]) "
+            "ON CONFLICT DO NOTHING",
+            (list(digests), list(datas)),
+        )
     queued, i = batch.ops, 0
     while i < len(queued):
         op_lease, op, _ = queued[i]

@@ -250,11 +250,28 @@ async def append_unowned(
     )
     row = await cur.fetchone()
     first = int(row[0]) if row is not None else 0
-    async with tx.conn.cursor() as many:
-        await many.executemany(
-            "INSERT INTO entries (run_id, seq, key, kind, data) VALUES (%s, %s, %s, %s, %s)",
-            [(run_id, first + i, key, kind, data) for i, (key, kind, data) in enumerate(entries)],
-        )
+    await insert_entries(
+        tx.conn,
+        [(run_id, first + i, key, kind, data) for i, (key, kind, data) in enumerate(entries)],
+    )
+
+
+async def insert_entries(conn: Any, rows: Sequence[tuple[str, int, str, str, bytes]]) -> None:
+    """Insert journal rows in one statement.
+
+    One statement, not `executemany`: psycopg pipelines `executemany`, and a worker frozen in the
+    middle of a pipeline leaves its backend waiting for the rest with no `Sync`, a state
+    `idle_in_transaction_session_timeout` does not cover, so the locks it holds would never be
+    released. Between whole statements it is idle in transaction, and the timeout frees them.
+    """
+    if not rows:
+        return
+    run_ids, seqs, keys, kinds, datas = (list(column) for column in zip(*rows, strict=True))
+    await conn.execute(
+        "INSERT INTO entries (run_id, seq, key, kind, data) SELECT * FROM "
+        "unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::bytea[])",
+        (run_ids, seqs, keys, kinds, datas),
+    )
 
 
 async def cancel(tx: Tx, run_id: str, now: float) -> None:

@@ -192,8 +192,13 @@ class Cluster:
         return worker.proc.wait(timeout=timeout)
 
     def stop_all(self, timeout: float = 30.0) -> dict[str, int | None]:
-        """SIGTERM every live worker and wait for them; their exit statuses by tag."""
+        """SIGTERM every live worker and wait for them; their exit statuses by tag.
+
+        A worker restarted a moment ago may still be starting: it gets its signal once it
+        serves (before that, SIGTERM would end it without the drain this tests).
+        """
         live = self.alive()
+        self.wait_ready(live, timeout=timeout)
         for w in live:
             self.send(w, signals.SIGTERM)
         deadline = time.monotonic() + timeout
